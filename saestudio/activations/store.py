@@ -1,0 +1,107 @@
+"""Read ``[N, d]`` activation arrays from .npy / .safetensors files or folders of shards.
+
+Files are memory-mapped (numpy) or sliced lazily (safetensors), so only the rows asked
+for are read. Nothing is unpickled: ``np.load(..., allow_pickle=False)`` and safetensors
+hold plain tensors only (erratum 7).
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+SUFFIXES = (".npy", ".safetensors")
+
+
+class DataError(ValueError):
+    """Activation data that cannot be used, with a message naming the field and file."""
+
+
+class _Shard:
+    def __init__(self, path: Path, field: str):
+        self.path = path
+        if path.suffix == ".npy":
+            try:
+                self._np = np.load(path, mmap_mode="r", allow_pickle=False)
+            except ValueError as e:
+                raise DataError(f"{field}: {path} is not a plain numeric .npy array ({e})") from e
+            shape = tuple(self._np.shape)
+            if self._np.dtype.kind not in "fiu":
+                raise DataError(f"{field}: {path} holds {self._np.dtype}, not numbers")
+        else:
+            self._np = None
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                if len(keys) != 1 and "activations" not in keys:
+                    raise DataError(
+                        f"{field}: {path} must hold one tensor (or one named 'activations'); "
+                        f"found {keys}"
+                    )
+                self._key = "activations" if "activations" in keys else keys[0]
+                shape = tuple(f.get_slice(self._key).get_shape())
+        if len(shape) != 2:
+            raise DataError(f"{field}: expected a [N, d] array, got shape {shape} in {path}")
+        self.rows, self.width = int(shape[0]), int(shape[1])
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` as float32."""
+        if self._np is not None:
+            return torch.from_numpy(np.array(self._np[start:stop], dtype=np.float32))
+        with safe_open(str(self.path), framework="pt") as f:
+            return f.get_slice(self._key)[start:stop].float()
+
+
+def _shard_paths(path: Path, field: str) -> list[Path]:
+    if not path.exists():
+        raise DataError(f"{field}: no such file or folder: {path}")
+    if path.is_file():
+        if path.suffix not in SUFFIXES:
+            raise DataError(f"{field}: {path} is not a .npy or .safetensors file")
+        return [path]
+    shards = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    if not shards:
+        raise DataError(f"{field}: folder {path} holds no .npy or .safetensors shards")
+    return shards
+
+
+class ArrayDataset:
+    """A read-only ``[N, d]`` view over one file or the sorted shards of a folder."""
+
+    def __init__(self, path: str | Path, field: str = "activations"):
+        self.path = Path(path)
+        self.field = field
+        self.shards = [_Shard(p, field) for p in _shard_paths(self.path, field)]
+        widths = {s.width for s in self.shards}
+        if len(widths) != 1:
+            raise DataError(f"{field}: shards in {self.path} have different widths {sorted(widths)}")
+        self.width = widths.pop()
+        self._starts = [0]
+        for s in self.shards:
+            self._starts.append(self._starts[-1] + s.rows)
+        self.rows = self._starts[-1]
+        if self.rows == 0:
+            raise DataError(f"{field}: {self.path} holds no rows")
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` across shard boundaries, as a float32 ``[rows, d]`` tensor."""
+        parts = []
+        i = bisect.bisect_right(self._starts, start) - 1
+        while start < stop:
+            shard_start = self._starts[i]
+            end = min(stop, self._starts[i + 1])
+            parts.append(self.shards[i].read(start - shard_start, end - shard_start))
+            start = end
+            i += 1
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def locate(self, row: int) -> str:
+        """Human-readable place of a global row (file and row within it)."""
+        i = bisect.bisect_right(self._starts, row) - 1
+        return f"{self.shards[i].path} row {row - self._starts[i]}"

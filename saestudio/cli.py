@@ -1,0 +1,218 @@
+"""``saestudio`` command line: train, export, info, demo.
+
+Every ``TrainConfig`` field (and every ``SAEConfig`` field under it) gets a flag made
+from the model itself, so the CLI can never drift from the library's config.
+``--config FILE.yaml`` is read first and flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from saestudio.sae.config import SAEConfig
+from saestudio.training.config import TrainConfig
+
+# ---- flags generated from the config models ------------------------------------------------
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) for ``X | None``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _add_field(group: argparse._ArgumentGroup, dest: str, name: str, info: FieldInfo) -> None:
+    flag = "--" + name.replace("_", "-")
+    inner, _ = _unwrap(info.annotation)
+    default = info.default if info.default is not None and not callable(info.default) else None
+    help_text = (info.description or "") + (f" [default: {default}]" if default is not None else "")
+    help_text = help_text.replace("%", "%%")
+    kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
+    if inner is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+    elif typing.get_origin(inner) is Literal:
+        group.add_argument(flag, choices=[str(c) for c in typing.get_args(inner)], **kwargs)
+    elif inner in (int, float):
+        group.add_argument(flag, type=inner, metavar=inner.__name__.upper(), **kwargs)
+    else:
+        group.add_argument(flag, type=str, metavar="VALUE", **kwargs)
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    arch = parser.add_argument_group("architecture (SAEConfig)")
+    for name, info in SAEConfig.model_fields.items():
+        _add_field(arch, f"sae.{name}", name, info)
+    train = parser.add_argument_group("training (TrainConfig)")
+    for name, info in TrainConfig.model_fields.items():
+        if name != "sae":
+            _add_field(train, name, name, info)
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith("sae."):
+            out.setdefault("sae", {})[key[4:]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the field as its flag."""
+    lines = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"] if p != "sae"]
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"--{'.'.join(loc).replace('_', '-')}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def load_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    data: dict[str, Any] = dict(base or {})
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config: no such file: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config: {path} must hold a mapping of field: value")
+        data = _merge(data, loaded)
+    flags = {k: v for k, v in vars(args).items() if k == "sae" or "." in k or k in TrainConfig.model_fields}
+    data = _merge(data, _nested(flags))
+    return TrainConfig.model_validate(data)
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from saestudio.training import checkpoint as ckpt
+    from saestudio.training.trainer import Trainer
+
+    from saestudio.progress import ProgressCallback
+
+    base = None
+    if args.resume:
+        base = ckpt.load_checkpoint(args.resume).state["config"]
+    cfg = load_config(args, base)
+    progress = ProgressCallback(quiet=args.quiet)
+    signal.signal(signal.SIGINT, lambda *_: progress.request_stop())
+    signal.signal(signal.SIGTERM, lambda *_: progress.request_stop())
+    result = Trainer(cfg, [progress], resume=args.resume).fit()
+    ev = result.eval or {}
+    if result.status == "completed":
+        print(
+            f"done: step {result.step}  FVU {ev.get('eval_fvu', float('nan')):.4f}  "
+            f"L0 {ev.get('eval_l0', float('nan')):.1f}  (held-out)\n"
+            f"SAE (SAELens format): {result.sae_path}\n"
+            f"checkpoints: {Path(cfg.out) / 'checkpoints'}  metrics: {Path(cfg.out) / 'metrics.jsonl'}"
+        )
+    else:
+        print(f"{result.status} at step {result.step}; checkpoint {result.checkpoint}\n"
+              f"continue with: saestudio train --resume {cfg.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from saestudio.export import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out)
+    print(f"exported {args.checkpoint} → {path} (SAELens format)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from saestudio.export import describe
+
+    print(json.dumps(describe(args.path), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from saestudio.demo import run_demo
+
+    run_demo(Path(args.out), steps=args.steps)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saestudio", description="Train sparse autoencoders and transcoders on activations."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "train",
+        help="train an SAE or transcoder",
+        description="Train an SAE on a .npy/.safetensors file or folder. Writes the SAELens-format "
+        "SAE into --out, checkpoints under --out/checkpoints, metrics into --out/metrics.jsonl. "
+        "Ctrl-C checkpoints and stops; --resume continues exactly.",
+    )
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields; flags override it")
+    p.add_argument("--resume", metavar="DIR", help="continue from a run folder or checkpoint folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a checkpoint in the SAELens format")
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
+    p.add_argument("--out", required=True, help="folder to write cfg.json + sae_weights.safetensors")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("info", help="describe an SAE folder, checkpoint or run folder")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="a short real training on synthetic ground-truth activations")
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--steps", type=int, default=600, help="training steps")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from saestudio.activations.store import DataError
+    from saestudio.training.trainer import TrainingDiverged
+
+    try:
+        return int(args.func(args))
+    except ValidationError as e:
+        print(f"saestudio: error: {format_validation_error(e)}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"saestudio: error: {e}", file=sys.stderr)
+        return 1
+    except (DataError, FileNotFoundError, ValueError) as e:
+        print(f"saestudio: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

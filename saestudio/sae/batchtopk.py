@@ -1,0 +1,51 @@
+"""A5 BatchTopK SAE (Bussmann et al. 2024): top k·batch over the whole batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from saestudio.sae.config import SAEConfig
+from saestudio.sae.topk import DEFAULTS as TOPK_DEFAULTS
+from saestudio.sae.topk import TopKSAE
+
+DEFAULTS = TOPK_DEFAULTS
+
+THRESHOLD_EMA_BETA = 0.999
+
+
+class BatchTopKSAE(TopKSAE):
+    """Training keeps the k·batch largest activations of the batch, so rows may use more or
+    fewer than k latents. A global threshold θ — an EMA (β = 0.999) of the smallest kept
+    activation — replaces the batch-level selection in eval mode, so inference is
+    per-row and exports as a JumpReLU-style threshold."""
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__(cfg)
+        # -1 means "not yet seen a batch"; eval mode then falls back to ReLU (θ = 0)
+        self.register_buffer("threshold_ema", torch.tensor(-1.0))
+
+    def activate(self, pre_acts: Tensor) -> Tensor:
+        if not self.training:
+            th = self.threshold_ema.clamp_min(0.0).to(pre_acts.dtype)
+            return pre_acts * (pre_acts > th).to(pre_acts.dtype)
+        acts = pre_acts.relu()
+        flat = acts.flatten()
+        n_keep = min(self.cfg.k * pre_acts.shape[0], flat.numel())
+        values, indices = flat.topk(n_keep, sorted=False)
+        z = torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre_acts)
+        self._update_threshold(values)
+        return z
+
+    @torch.no_grad()
+    def _update_threshold(self, kept: Tensor) -> None:
+        positive = kept.detach().float()
+        smallest = torch.where(positive > 0, positive, torch.full_like(positive, torch.inf)).min()
+        first = self.threshold_ema < 0
+        blended = THRESHOLD_EMA_BETA * self.threshold_ema + (1 - THRESHOLD_EMA_BETA) * smallest
+        updated = torch.where(first, smallest, blended)
+        # no host sync: a batch with nothing positive leaves θ as it was
+        self.threshold_ema.copy_(torch.where(torch.isfinite(smallest), updated, self.threshold_ema))
+
+    def inference_threshold(self) -> Tensor:
+        return self.threshold_ema.clamp_min(0.0).expand(self.d_sae).clone()

@@ -1,0 +1,113 @@
+"""A3 JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead"; Gemma Scope)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from saestudio.sae.base import ArchDefaults, ForwardOutput, LossSettings, SparseAutoencoder
+from saestudio.sae.config import SAEConfig
+
+# Gemma Scope §3: lr 7e-5, Adam β1 = 0, ε_bandwidth 0.001, θ0 = 0.001, count-based L0
+# coefficient ~1e-3 warmed up over ~10k steps, inputs scaled to unit mean squared norm.
+DEFAULTS = ArchDefaults(
+    lr=7e-5,
+    sparsity_coefficient=1e-3,
+    sparsity_warmup_fraction=0.1,
+    adam_beta1=0.0,
+    adam_beta2=0.999,
+    normalize_activations="unit_mean_squared_norm",
+)
+
+
+def _rectangle(u: Tensor) -> Tensor:
+    """Kernel K(u) = 1[|u| < ½] of the straight-through estimator."""
+    return (u.abs() < 0.5).to(u.dtype)
+
+
+class _JumpReLU(torch.autograd.Function):
+    """z = π·H(π − θ).  ∂z/∂π = H(π − θ);  ∂z/∂θ = −(θ/ε)·K((π − θ)/ε)  ("Jumping Ahead" eq. 11)."""
+
+    @staticmethod
+    def forward(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+        return pre * (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        pre, threshold, bandwidth = inputs
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_pre = (pre > threshold).to(grad.dtype) * grad
+        grad_theta = (-(threshold / eps) * _rectangle((pre - threshold) / eps) * grad).sum(0)
+        return grad_pre, grad_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """H(π − θ) with ∂H/∂θ = −(1/ε)·K((π − θ)/ε) and no gradient to π (eq. 12)."""
+
+    @staticmethod
+    def forward(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        pre, threshold, bandwidth = inputs
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        grad_theta = (-(1.0 / eps) * _rectangle((pre - threshold) / eps) * grad).sum(0)
+        return None, grad_theta, None
+
+
+def jumprelu(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    return _JumpReLU.apply(pre, threshold, bandwidth)  # type: ignore[no-any-return]
+
+
+def step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
+    return _Step.apply(pre, threshold, bandwidth)  # type: ignore[no-any-return]
+
+
+class JumpReLUSAE(SparseAutoencoder):
+    """z = π·H(π − θ) with a learned per-latent threshold θ; loss = MSE + λ·L0.
+
+    θ is a parameter in its own right rather than exp(log θ): the straight-through
+    gradients above are with respect to θ, and with Adam a log parameterisation moves
+    a 0.001 init by only a factor e^(lr·steps), so short runs' L0 would barely respond
+    to λ (SAELens 6 made the same change). θ is clamped to ≥ 0 after each step.
+    With ``l0_target`` set, the term is (L0/target − 1)² instead (L0 target mode).
+    """
+
+    unit_norm_decoder: ClassVar[bool] = True  # Gemma Scope keeps decoder rows unit norm
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__(cfg)
+        self.threshold = nn.Parameter(torch.full((self.d_sae,), cfg.jumprelu_init_threshold))
+
+    def activate(self, pre_acts: Tensor) -> Tensor:
+        return jumprelu(pre_acts, self.threshold.to(pre_acts.dtype), self.cfg.jumprelu_bandwidth)
+
+    def sparsity_terms(self, out: ForwardOutput, settings: LossSettings) -> dict[str, Tensor]:
+        th = self.threshold.to(out.pre_acts.dtype)
+        l0 = step(out.pre_acts, th, self.cfg.jumprelu_bandwidth).sum(dim=-1).mean()
+        if settings.l0_target is not None:
+            return {"l0_deviation": (l0 / settings.l0_target - 1.0).pow(2)}
+        return {"l0": l0}
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        super().after_optimizer_step()
+        self.threshold.clamp_(min=0.0)
+
+    def inference_threshold(self) -> Tensor:
+        return self.threshold.detach()

@@ -1,0 +1,238 @@
+"""The one training config: library, CLI, API and database all carry this object.
+
+Fields left ``None`` take the architecture's paper-grounded default (SPEC §2.A); the
+values a run actually used are resolved once by :func:`resolve` and saved with every
+checkpoint, so the config itself never changes after construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from saestudio.sae.config import SAEConfig
+from saestudio.sae.registry import defaults_for
+
+Normalization = Literal[
+    "none", "expected_average_only_in", "unit_mean_squared_norm", "constant_norm_rescale"
+]
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs. Frozen; every field validated on construction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # ---- data -------------------------------------------------------------------------
+    activations: str = Field(
+        description="Training inputs: a .npy or .safetensors file shaped [N, d], or a folder "
+        "of such shards (read memory-mapped, never loaded whole)."
+    )
+    targets: str | None = Field(
+        None,
+        description="Transcoders: the paired target activations (same rows as `activations`).",
+    )
+    model_name: str | None = Field(None, description="Model the activations came from (metadata).")
+    hook_name: str | None = Field(None, description="Hook the inputs came from (metadata).")
+    hook_name_out: str | None = Field(
+        None, description="Transcoders: hook the targets came from (metadata)."
+    )
+    eval_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Rows held out at the end of the data for evaluation and best-checkpoint "
+        "choice (capped at 10% of the data).",
+    )
+    shuffle_buffer_rows: int = Field(
+        65536, ge=1, description="Rows shuffled together in memory; bounds the reader's RAM."
+    )
+    shuffle_block_rows: int = Field(
+        1024, ge=1, description="Contiguous rows read per block; blocks are shuffled first."
+    )
+
+    # ---- architecture -------------------------------------------------------------------
+    sae: SAEConfig = Field(default_factory=SAEConfig, description="The SAE's architecture.")
+
+    # ---- optimisation ---------------------------------------------------------------------
+    steps: int | None = Field(
+        None, ge=1, description="Optimiser steps; or give training_tokens. Default 2000."
+    )
+    training_tokens: int | None = Field(
+        None, ge=1, description="Total training rows; steps = ceil(training_tokens / batch_size)."
+    )
+    batch_size: int = Field(4096, ge=1, description="Rows per optimiser step.")
+    grad_accum_steps: int = Field(
+        1, ge=1, description="Split each batch into this many micro-batches (saves memory)."
+    )
+    optimizer: Literal["adam", "adamw"] = Field("adam", description="Adam or AdamW.")
+    lr: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Peak learning rate; default per architecture (topk: 2e-4/√(d_sae/2^14)).",
+    )
+    adam_beta1: float | None = Field(None, ge=0, lt=1, description="Adam β1 (jumprelu: 0).")
+    adam_beta2: float | None = Field(None, ge=0, lt=1, description="Adam β2.")
+    adam_eps: float | None = Field(None, gt=0, description="Adam ε (topk: 6.25e-10).")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (AdamW: decoupled).")
+    grad_clip_norm: float | None = Field(
+        None, gt=0, description="Clip the global gradient norm to this value; None = no clip."
+    )
+    lr_schedule: Literal["constant", "cosine", "linear", "onecycle"] = Field(
+        "constant",
+        description="After warm-up: constant (optionally decaying over the last lr_decay_steps), "
+        "cosine or linear decay to min_lr_ratio·lr, or one-cycle (warm-up 30% then cosine).",
+    )
+    lr_warmup_steps: int = Field(0, ge=0, description="Linear warm-up from 0 to lr.")
+    lr_decay_steps: int | None = Field(
+        None,
+        ge=0,
+        description="constant schedule: linear decay over the last N steps (standard: 20%).",
+    )
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="Final lr as a fraction of lr.")
+    sparsity_coefficient: float | None = Field(
+        None,
+        ge=0,
+        description="λ: L1 coefficient (standard, transcoder), L0 coefficient (jumprelu); "
+        "unused by topk/batchtopk. Default per architecture.",
+    )
+    sparsity_warmup_steps: int | None = Field(
+        None, ge=0, description="Linear warm-up of λ from 0 (standard: first 5% of steps)."
+    )
+    l0_target: float | None = Field(
+        None,
+        gt=0,
+        description="JumpReLU L0 target mode: penalise (L0/target − 1)² instead of L0.",
+    )
+    aux_k: int | None = Field(
+        None, ge=0, description="AuxK latents for dead-latent revival (default d_in/2; 0 = off)."
+    )
+    aux_k_coefficient: float = Field(1 / 32, ge=0, description="AuxK loss weight α.")
+    dead_after_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="A latent is dead after not firing for this many rows "
+        "(default 10M, capped at a tenth of the run).",
+    )
+
+    # ---- numerics ---------------------------------------------------------------------------
+    normalize_activations: Normalization | None = Field(
+        None,
+        description="Input scaling: expected_average_only_in (E‖x‖ = √d_in), "
+        "unit_mean_squared_norm (E‖x‖² = 1), both folded into the weights on export; "
+        "constant_norm_rescale (each row to norm √d_in, applied at inference too); none.",
+    )
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
+    autocast: Literal["auto", "bf16", "fp16", "none"] = Field(
+        "auto", description="Mixed precision on CUDA (auto = bf16); always fp32 on CPU."
+    )
+    compile: bool | None = Field(
+        None, description="torch.compile the loss step (None = on for CUDA)."
+    )
+    seed: int = Field(0, ge=0, description="Seed for init and data order; runs are repeatable.")
+
+    # ---- output ----------------------------------------------------------------------------
+    out: str = Field("runs/sae", description="Output folder (SAE, checkpoints, metrics.jsonl).")
+    log_every: int = Field(10, ge=1, description="Log metrics every N steps.")
+    eval_every: int = Field(100, ge=1, description="Evaluate on the held-out rows every N steps.")
+    density_every: int = Field(
+        500, ge=1, description="Emit the feature-density histogram every N steps."
+    )
+    checkpoint_every: int = Field(
+        500, ge=0, description="Checkpoint every N steps (0 = only on pause/stop/end)."
+    )
+    keep_checkpoints: int = Field(
+        2, ge=1, description="Keep the best checkpoint plus the last N."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.steps is not None and self.training_tokens is not None:
+            raise ValueError("steps: give steps or training_tokens, not both")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(
+                f"grad_accum_steps: must divide batch_size ({self.batch_size}), "
+                f"got {self.grad_accum_steps}"
+            )
+        if self.sae.is_transcoder and not self.targets:
+            raise ValueError("targets: a transcoder needs paired target activations")
+        if self.targets and not self.sae.is_transcoder:
+            raise ValueError("targets: only transcoders take target activations")
+        if self.l0_target is not None and self.sae.activation_fn != "jumprelu":
+            raise ValueError("l0_target: only JumpReLU SAEs have an L0 target mode")
+        if self.shuffle_block_rows > self.shuffle_buffer_rows:
+            raise ValueError("shuffle_block_rows: must not exceed shuffle_buffer_rows")
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        if self.training_tokens is not None:
+            return math.ceil(self.training_tokens / self.batch_size)
+        return self.steps or 2000
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The hyperparameters a run actually uses, after architecture defaults."""
+
+    sae: SAEConfig
+    steps: int
+    lr: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_eps: float
+    sparsity_coefficient: float
+    sparsity_warmup_steps: int
+    lr_decay_steps: int
+    normalize_activations: str
+    aux_k: int
+    dead_after_tokens: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sae"] = self.sae.model_dump()
+        return data
+
+
+def resolve(cfg: TrainConfig, d_in: int, d_out: int | None) -> Resolved:
+    """Fill every ``None`` with the architecture's default, given the data's widths."""
+    sae = cfg.sae.resolved(d_in, d_out)
+    assert sae.d_sae is not None and sae.d_out is not None
+    if sae.uses_k and sae.k > sae.d_sae:
+        raise ValueError(f"k: must be at most d_sae ({sae.d_sae}), got {sae.k}")
+    d = defaults_for(sae)
+    steps = cfg.total_steps
+    lr = cfg.lr
+    if lr is None:
+        lr = d.lr
+        if sae.activation_fn in ("topk", "batchtopk"):
+            lr = d.lr / math.sqrt(sae.d_sae / 2**14)  # Gao et al. §A: lr ∝ 1/√(d_sae/2^14)
+    warm = cfg.sparsity_warmup_steps
+    if warm is None:
+        warm = round(d.sparsity_warmup_fraction * steps)
+    decay = cfg.lr_decay_steps
+    if decay is None:
+        decay = round(d.lr_decay_fraction * steps) if cfg.lr_schedule == "constant" else 0
+    total_rows = steps * cfg.batch_size
+    dead_after = cfg.dead_after_tokens or max(cfg.batch_size, min(10_000_000, total_rows // 10))
+    return Resolved(
+        sae=sae,
+        steps=steps,
+        lr=min(lr, 1.0),
+        adam_beta1=d.adam_beta1 if cfg.adam_beta1 is None else cfg.adam_beta1,
+        adam_beta2=d.adam_beta2 if cfg.adam_beta2 is None else cfg.adam_beta2,
+        adam_eps=d.adam_eps if cfg.adam_eps is None else cfg.adam_eps,
+        sparsity_coefficient=(
+            d.sparsity_coefficient
+            if cfg.sparsity_coefficient is None
+            else cfg.sparsity_coefficient
+        ),
+        sparsity_warmup_steps=warm,
+        lr_decay_steps=min(decay, steps),
+        normalize_activations=cfg.normalize_activations or d.normalize_activations,
+        aux_k=sae.d_out // 2 if cfg.aux_k is None else cfg.aux_k,
+        dead_after_tokens=dead_after,
+    )

@@ -8,16 +8,19 @@ from the model itself, so the CLI can never drift from the library's config.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
+import threading
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from saestudio.sae.config import SAEConfig
@@ -87,6 +90,10 @@ def format_validation_error(err: ValidationError) -> str:
     """One line per problem, each naming the field as its flag."""
     lines = []
     for e in err.errors():
+        if e["type"] == "extra_forbidden":  # only a --config file (or a checkpoint) can do this
+            key = ".".join(str(p) for p in e["loc"])
+            lines.append(f"{key}: unknown field (saestudio train --help lists the fields)")
+            continue
         loc = [str(p) for p in e["loc"] if p != "sae"]
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"--{'.'.join(loc).replace('_', '-')}: {msg}" if loc else msg)
@@ -111,20 +118,37 @@ def load_config(args: argparse.Namespace, base: dict[str, Any] | None = None) ->
 # ---- commands ---------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _stop_on_signals(progress: Any) -> Iterator[None]:
+    """Ctrl-C / SIGTERM checkpoint and stop; the previous handlers come back afterwards, so
+    ``main()`` called in-process (tests, notebooks) leaves the caller's handlers alone.
+    Signal handlers can only be set from the main thread; elsewhere none are installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: progress.request_stop())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, cannot be put back
+                signal.signal(sig, handler)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from saestudio.progress import ProgressCallback
     from saestudio.training import checkpoint as ckpt
     from saestudio.training.trainer import Trainer
-
-    from saestudio.progress import ProgressCallback
 
     base = None
     if args.resume:
         base = ckpt.load_checkpoint(args.resume).state["config"]
     cfg = load_config(args, base)
     progress = ProgressCallback(quiet=args.quiet)
-    signal.signal(signal.SIGINT, lambda *_: progress.request_stop())
-    signal.signal(signal.SIGTERM, lambda *_: progress.request_stop())
-    result = Trainer(cfg, [progress], resume=args.resume).fit()
+    with _stop_on_signals(progress):
+        result = Trainer(cfg, [progress], resume=args.resume).fit()
     ev = result.eval or {}
     if result.status == "completed":
         print(

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.registry import build_sae
@@ -26,6 +25,12 @@ def sae_from_checkpoint(path: str | Path) -> tuple[SparseAutoencoder, ckpt.Check
 
 def export_checkpoint(path: str | Path, out: str | Path) -> Path:
     """Write a checkpoint as a SAELens folder, folding the dataset normalisation in."""
+    try:
+        ckpt.resolve_checkpoint(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"checkpoint: no checkpoint (step_*/state.json) found in {path}"
+        ) from None
     sae, c = sae_from_checkpoint(path)
     fire = c.tensors["fire_total"] + c.tensors["fire_window"]
     return export_sae(
@@ -59,15 +64,30 @@ def describe(path: str | Path) -> dict[str, Any]:
     info: dict[str, Any] = {"path": str(p)}
     if (p / "cfg.json").is_file():
         cfg = read_saelens_cfg(p)
-        info["sae"] = {k: cfg.get(k) for k in ("architecture", "d_in", "d_sae", "d_out", "k", "dtype",
-                                              "normalize_activations") if k in cfg}
+        info["sae"] = {
+            k: cfg.get(k)
+            for k in (
+                "architecture",
+                "d_in",
+                "d_sae",
+                "d_out",
+                "k",
+                "dtype",
+                "normalize_activations",
+            )
+            if k in cfg
+        }
         info["metadata"] = cfg.get("metadata", {})
     try:
         c = ckpt.load_checkpoint(p)
     except FileNotFoundError:
         c = None
     if c is not None:
-        info["checkpoint"] = {"path": str(c.path), "step": c.state["step"], "eval": c.state.get("eval")}
+        info["checkpoint"] = {
+            "path": str(c.path),
+            "step": c.state["step"],
+            "eval": c.state.get("eval"),
+        }
         info["resolved"] = c.state["resolved"]
         best = ckpt.read_best(c.path.parent)
         if best:

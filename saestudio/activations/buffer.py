@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from saestudio.activations.store import ArrayDataset, DataError
+from saestudio.activations.store import ArrayDataset
 
 
 class Batch(NamedTuple):
@@ -64,16 +64,9 @@ class ShuffledStream:
         ]
 
     def _read_block(self, data: ArrayDataset, b: int) -> torch.Tensor:
+        """One block; ``ArrayDataset.read`` raises DataError naming the row on NaN/Inf."""
         start = b * self.block_rows
-        rows = data.read(start, start + self._block_size(b))
-        finite = torch.isfinite(rows).all(dim=1)
-        if not bool(finite.all()):
-            bad = start + int((~finite).nonzero()[0, 0])
-            raise DataError(
-                f"{data.field}: non-finite values (NaN/Inf) at {data.locate(bad)}; "
-                "clean the data or drop those rows"
-            )
-        return rows
+        return data.read(start, start + self._block_size(b))
 
     def _load_window(self, epoch: int, w: int, blocks: np.ndarray) -> Batch:
         x = torch.cat([self._read_block(self.inputs, int(b)) for b in blocks])

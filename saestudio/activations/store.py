@@ -1,8 +1,10 @@
 """Read ``[N, d]`` activation arrays from .npy / .safetensors files or folders of shards.
 
-Files are memory-mapped (numpy) or sliced lazily (safetensors), so only the rows asked
-for are read. Nothing is unpickled: ``np.load(..., allow_pickle=False)`` and safetensors
-hold plain tensors only (erratum 7).
+Only the rows asked for are read: .npy rows with a plain file read at the row's offset
+(the header is parsed by ``np.load(mmap_mode="r")``, but rows are not read through the
+map, whose touched pages would stay in the process's resident memory and grow it to the
+file's size), safetensors through a lazy slice. Nothing is unpickled:
+``np.load(..., allow_pickle=False)`` and safetensors hold plain tensors only (erratum 7).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class DataError(ValueError):
 class _Shard:
     def __init__(self, path: Path, field: str):
         self.path = path
+        self.field = field
         if path.suffix == ".npy":
             try:
                 self._np = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -32,6 +35,8 @@ class _Shard:
             shape = tuple(self._np.shape)
             if self._np.dtype.kind not in "fiu":
                 raise DataError(f"{field}: {path} holds {self._np.dtype}, not numbers")
+            # row-major files: rows are contiguous bytes at ``offset`` (read with a seek)
+            self._offset = int(self._np.offset) if self._np.flags.c_contiguous else None
         else:
             self._np = None
             with safe_open(str(path), framework="pt") as f:
@@ -50,9 +55,25 @@ class _Shard:
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``[start, stop)`` as float32."""
         if self._np is not None:
-            return torch.from_numpy(np.array(self._np[start:stop], dtype=np.float32))
+            if self._offset is None:  # Fortran order: rows are strided, go through the map
+                return torch.from_numpy(np.array(self._np[start:stop], dtype=np.float32))
+            return torch.from_numpy(self._read_npy_rows(start, stop))
         with safe_open(str(self.path), framework="pt") as f:
             return f.get_slice(self._key)[start:stop].float()
+
+    def _read_npy_rows(self, start: int, stop: int) -> np.ndarray:
+        assert self._np is not None and self._offset is not None
+        start, stop = max(0, start), min(stop, self.rows)
+        n = max(0, stop - start)
+        dtype = self._np.dtype
+        with self.path.open("rb") as f:
+            f.seek(self._offset + start * self.width * dtype.itemsize)
+            arr = np.fromfile(f, dtype=dtype, count=n * self.width)
+        if arr.size != n * self.width:
+            raise DataError(f"{self.field}: {self.path} is truncated (rows {start}..{stop})")
+        if arr.dtype != np.float32:  # also byte-swaps big-endian float32
+            arr = arr.astype(np.float32)
+        return arr.reshape(n, self.width)
 
 
 def _shard_paths(path: Path, field: str) -> list[Path]:
@@ -90,7 +111,12 @@ class ArrayDataset:
         return self.rows
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        """Rows ``[start, stop)`` across shard boundaries, as a float32 ``[rows, d]`` tensor."""
+        """Rows ``[start, stop)`` across shard boundaries, as a float32 ``[rows, d]`` tensor.
+
+        Every read is checked for NaN/Inf, so no path (training batches, the held-out
+        evaluation rows, normalisation statistics) can feed non-finite data on silently.
+        """
+        first = start
         parts = []
         i = bisect.bisect_right(self._starts, start) - 1
         while start < stop:
@@ -99,7 +125,19 @@ class ArrayDataset:
             parts.append(self.shards[i].read(start - shard_start, end - shard_start))
             start = end
             i += 1
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if not parts:
+            return torch.empty(0, self.width)
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts)
+        # numpy, not torch: single-threaded, so the reader thread never fights the
+        # training step for torch's intra-op threads on small CPUs
+        arr = rows.numpy()
+        if not np.isfinite(arr).all():
+            bad = first + int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
+            raise DataError(
+                f"{self.field}: non-finite values (NaN/Inf) at {self.locate(bad)}; "
+                "clean the data or drop those rows"
+            )
+        return rows
 
     def locate(self, row: int) -> str:
         """Human-readable place of a global row (file and row within it)."""

@@ -34,11 +34,15 @@ def make_ground_truth(
     seed: int = 0,
     d_out: int | None = None,
     linear: torch.Tensor | None = None,
+    min_coef: float = 0.5,
+    max_coef: float = 2.0,
 ) -> GroundTruth:
     """``n`` rows, each a non-negative mix of ``active`` random unit directions + noise.
 
     With ``d_out``, also targets ``y = codes @ dictionary_out (+ x @ linear.T)``: the same
     sparse codes seen through a second dictionary, plus an optional dense linear part.
+    Coefficients are uniform in [min_coef, max_coef]; with min_coef 0 some features fire
+    weakly, which is what makes a sparsity penalty trade reconstruction against L0.
     """
     g = torch.Generator().manual_seed(seed)
     dictionary = _unit_rows(n_features, d, g)
@@ -47,7 +51,7 @@ def make_ground_truth(
     for start in range(0, n, 8192):  # chunks keep the dense codes small
         rows = min(8192, n - start)
         idx = torch.rand(rows, n_features, generator=g).topk(active, dim=1).indices
-        coef = torch.rand(rows, active, generator=g) * 1.5 + 0.5  # magnitudes in [0.5, 2]
+        coef = torch.rand(rows, active, generator=g) * (max_coef - min_coef) + min_coef
         codes = torch.zeros(rows, n_features).scatter_(1, idx, coef)
         x = codes @ dictionary + noise * torch.randn(rows, d, generator=g)
         xs.append(x)

@@ -110,7 +110,11 @@ def load_config(args: argparse.Namespace, base: dict[str, Any] | None = None) ->
         if not isinstance(loaded, dict):
             raise ValueError(f"--config: {path} must hold a mapping of field: value")
         data = _merge(data, loaded)
-    flags = {k: v for k, v in vars(args).items() if k == "sae" or "." in k or k in TrainConfig.model_fields}
+    flags = {
+        k: v
+        for k, v in vars(args).items()
+        if k == "sae" or "." in k or k in TrainConfig.model_fields
+    }
     data = _merge(data, _nested(flags))
     return TrainConfig.model_validate(data)
 
@@ -158,8 +162,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"checkpoints: {Path(cfg.out) / 'checkpoints'}  metrics: {Path(cfg.out) / 'metrics.jsonl'}"
         )
     else:
-        print(f"{result.status} at step {result.step}; checkpoint {result.checkpoint}\n"
-              f"continue with: saestudio train --resume {cfg.out}")
+        print(
+            f"{result.status} at step {result.step}; checkpoint {result.checkpoint}\n"
+            f"continue with: saestudio train --resume {cfg.out}"
+        )
     return 0
 
 
@@ -197,15 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
         "SAE into --out, checkpoints under --out/checkpoints, metrics into --out/metrics.jsonl. "
         "Ctrl-C checkpoints and stops; --resume continues exactly.",
     )
-    p.add_argument("--config", metavar="FILE.yaml", help="YAML file of config fields; flags override it")
-    p.add_argument("--resume", metavar="DIR", help="continue from a run folder or checkpoint folder")
+    p.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML file of config fields; flags override it"
+    )
+    p.add_argument(
+        "--resume", metavar="DIR", help="continue from a run folder or checkpoint folder"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="export a checkpoint in the SAELens format")
     p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
-    p.add_argument("--out", required=True, help="folder to write cfg.json + sae_weights.safetensors")
+    p.add_argument(
+        "--out", required=True, help="folder to write cfg.json + sae_weights.safetensors"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="describe an SAE folder, checkpoint or run folder")

@@ -12,7 +12,7 @@ import numpy as np
 
 from saestudio.activations.synthetic import make_ground_truth, recovered_fraction
 from saestudio.progress import ProgressCallback
-from saestudio.sae.saelens_format import load_saelens
+from saestudio.sae.saelens_load import load_saelens
 from saestudio.training.config import TrainConfig
 from saestudio.training.trainer import Trainer
 

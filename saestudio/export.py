@@ -9,7 +9,7 @@ from typing import Any
 from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.registry import build_sae
-from saestudio.sae.saelens_format import load_saelens, read_saelens_cfg
+from saestudio.sae.saelens_load import load_saelens, read_saelens_cfg
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.config import TrainConfig
 from saestudio.training.trainer import export_sae

@@ -98,7 +98,9 @@ class ArrayDataset:
         self.shards = [_Shard(p, field) for p in _shard_paths(self.path, field)]
         widths = {s.width for s in self.shards}
         if len(widths) != 1:
-            raise DataError(f"{field}: shards in {self.path} have different widths {sorted(widths)}")
+            raise DataError(
+                f"{field}: shards in {self.path} have different widths {sorted(widths)}"
+            )
         self.width = widths.pop()
         self._starts = [0]
         for s in self.shards:

@@ -4,6 +4,8 @@ and SAELens-format saving and loading."""
 from saestudio.sae.base import ForwardOutput, LossOutput, LossSettings, SparseAutoencoder
 from saestudio.sae.config import ARCHITECTURES, SAEConfig
 from saestudio.sae.registry import build_sae, defaults_for
+from saestudio.sae.saelens_format import save_saelens
+from saestudio.sae.saelens_load import load_saelens
 
 __all__ = [
     "ARCHITECTURES",
@@ -14,4 +16,6 @@ __all__ = [
     "SparseAutoencoder",
     "build_sae",
     "defaults_for",
+    "load_saelens",
+    "save_saelens",
 ]

@@ -23,6 +23,7 @@ class BatchTopKSAE(TopKSAE):
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
         # -1 means "not yet seen a batch"; eval mode then falls back to ReLU (θ = 0)
+        self.threshold_ema: Tensor
         self.register_buffer("threshold_ema", torch.tensor(-1.0))
 
     def activate(self, pre_acts: Tensor) -> Tensor:

@@ -76,12 +76,15 @@ class SAEConfig(BaseModel):
             )
         if self.skip and self.architecture != "transcoder":
             raise ValueError("skip: only for transcoders (use architecture 'skip' for SAEs)")
-        if self.d_in is not None and self.d_sae is not None and self.uses_k:
-            if self.k > self.d_sae:
-                raise ValueError(f"k: must be at most d_sae ({self.d_sae}), got {self.k}")
-        if self.d_out is not None and self.d_in is not None and self.architecture != "transcoder":
-            if self.d_out != self.d_in:
-                raise ValueError(f"d_out: must equal d_in ({self.d_in}) for an SAE")
+        if self.d_sae is not None and self.uses_k and self.k > self.d_sae:
+            raise ValueError(f"k: must be at most d_sae ({self.d_sae}), got {self.k}")
+        if (
+            self.d_out is not None
+            and self.d_in is not None
+            and not self.is_transcoder
+            and self.d_out != self.d_in
+        ):
+            raise ValueError(f"d_out: must equal d_in ({self.d_in}) for an SAE")
         return self
 
     @property

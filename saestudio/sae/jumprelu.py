@@ -31,7 +31,7 @@ class _JumpReLU(torch.autograd.Function):
     """z = π·H(π − θ).  ∂z/∂π = H(π − θ);  ∂z/∂θ = −(θ/ε)·K((π − θ)/ε)  ("Jumping Ahead" eq. 11)."""
 
     @staticmethod
-    def forward(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+    def forward(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
         return pre * (pre > threshold).to(pre.dtype)
 
     @staticmethod
@@ -41,7 +41,7 @@ class _JumpReLU(torch.autograd.Function):
         ctx.bandwidth = bandwidth
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, None]:
         pre, threshold = ctx.saved_tensors
         eps = ctx.bandwidth
         grad_pre = (pre > threshold).to(grad.dtype) * grad
@@ -53,7 +53,7 @@ class _Step(torch.autograd.Function):
     """H(π − θ) with ∂H/∂θ = −(1/ε)·K((π − θ)/ε) and no gradient to π (eq. 12)."""
 
     @staticmethod
-    def forward(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:  # type: ignore[override]
+    def forward(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
         return (pre > threshold).to(pre.dtype)
 
     @staticmethod
@@ -63,7 +63,7 @@ class _Step(torch.autograd.Function):
         ctx.bandwidth = bandwidth
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor, None]:
         pre, threshold = ctx.saved_tensors
         eps = ctx.bandwidth
         grad_theta = (-(1.0 / eps) * _rectangle((pre - threshold) / eps) * grad).sum(0)
@@ -71,11 +71,11 @@ class _Step(torch.autograd.Function):
 
 
 def jumprelu(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-    return _JumpReLU.apply(pre, threshold, bandwidth)  # type: ignore[no-any-return]
+    return _JumpReLU.apply(pre, threshold, bandwidth)
 
 
 def step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
-    return _Step.apply(pre, threshold, bandwidth)  # type: ignore[no-any-return]
+    return _Step.apply(pre, threshold, bandwidth)
 
 
 class JumpReLUSAE(SparseAutoencoder):

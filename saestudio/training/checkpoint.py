@@ -76,10 +76,14 @@ def save_checkpoint(
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in sae_state.items()}, tmp / "sae.safetensors")
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in sae_state.items()}, tmp / "sae.safetensors"
+    )
     opt_tensors, opt_meta = _flatten_optimizer(optimizer_state)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "trainer.safetensors")
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "trainer.safetensors"
+    )
     (tmp / STATE_FILE).write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -92,7 +96,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / STATE_FILE).is_file():
         return p
     for root in (p / "checkpoints", p):
-        found = sorted(d for d in root.glob("step_*") if (d / STATE_FILE).is_file()) if root.is_dir() else []
+        found = (
+            sorted(d for d in root.glob("step_*") if (d / STATE_FILE).is_file())
+            if root.is_dir()
+            else []
+        )
         if found:
             return found[-1]
     raise FileNotFoundError(f"resume: no checkpoint found in {p}")
@@ -120,7 +128,9 @@ def update_best(root: Path, step: int, eval_loss: float) -> bool:
     if best is not None and best["eval_loss"] <= eval_loss:
         return False
     tmp = root / (BEST_FILE + ".tmp")
-    tmp.write_text(json.dumps({"step": step, "eval_loss": eval_loss, "path": step_dir(root, step).name}))
+    tmp.write_text(
+        json.dumps({"step": step, "eval_loss": eval_loss, "path": step_dir(root, step).name})
+    )
     os.replace(tmp, root / BEST_FILE)
     return True
 

@@ -144,9 +144,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(
         500, ge=0, description="Checkpoint every N steps (0 = only on pause/stop/end)."
     )
-    keep_checkpoints: int = Field(
-        2, ge=1, description="Keep the best checkpoint plus the last N."
-    )
+    keep_checkpoints: int = Field(2, ge=1, description="Keep the best checkpoint plus the last N.")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -226,9 +224,7 @@ def resolve(cfg: TrainConfig, d_in: int, d_out: int | None) -> Resolved:
         adam_beta2=d.adam_beta2 if cfg.adam_beta2 is None else cfg.adam_beta2,
         adam_eps=d.adam_eps if cfg.adam_eps is None else cfg.adam_eps,
         sparsity_coefficient=(
-            d.sparsity_coefficient
-            if cfg.sparsity_coefficient is None
-            else cfg.sparsity_coefficient
+            d.sparsity_coefficient if cfg.sparsity_coefficient is None else cfg.sparsity_coefficient
         ),
         sparsity_warmup_steps=warm,
         lr_decay_steps=min(decay, steps),

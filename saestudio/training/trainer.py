@@ -67,7 +67,9 @@ class Trainer:
         self.callbacks = [MetricsFile(self.out / "metrics.jsonl"), *callbacks]
         self.device = pick_device(cfg.device)
         self._open_data()
-        self.hp: Resolved = resolve(cfg, self.inputs.width, self.targets.width if self.targets else None)
+        self.hp: Resolved = resolve(
+            cfg, self.inputs.width, self.targets.width if self.targets else None
+        )
         torch.manual_seed(cfg.seed)
         self.sae: SparseAutoencoder = build_sae(self.hp.sae).to(self.device)
         self.optimizer = self._make_optimizer()
@@ -168,20 +170,33 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Forward/backward over the micro-batches, clip, step, apply constraints."""
         step = self.step
-        lr = lr_at(step, lr=self.hp.lr, total_steps=self.hp.steps, schedule=self.cfg.lr_schedule,
-                   warmup_steps=self.cfg.lr_warmup_steps, decay_steps=self.hp.lr_decay_steps,
-                   min_lr_ratio=self.cfg.min_lr_ratio)
-        lam = sparsity_at(step, coefficient=self.hp.sparsity_coefficient,
-                          warmup_steps=self.hp.sparsity_warmup_steps)
+        lr = lr_at(
+            step,
+            lr=self.hp.lr,
+            total_steps=self.hp.steps,
+            schedule=self.cfg.lr_schedule,
+            warmup_steps=self.cfg.lr_warmup_steps,
+            decay_steps=self.hp.lr_decay_steps,
+            min_lr_ratio=self.cfg.min_lr_ratio,
+        )
+        lam = sparsity_at(
+            step,
+            coefficient=self.hp.sparsity_coefficient,
+            warmup_steps=self.hp.sparsity_warmup_steps,
+        )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         settings = self._settings(lam)
         self.optimizer.zero_grad(set_to_none=True)
         n_micro = self.cfg.grad_accum_steps
         fired = torch.zeros_like(self.since_fired, dtype=torch.bool)
-        for xm, ym in zip(x.chunk(n_micro), y.chunk(n_micro) if y is not None else [None] * n_micro):
-            with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
-                                enabled=self._amp_dtype is not None):
+        ys = y.chunk(n_micro) if y is not None else (None,) * n_micro
+        for xm, ym in zip(x.chunk(n_micro), ys, strict=True):
+            with torch.autocast(
+                self.device.type,
+                dtype=self._amp_dtype or torch.float32,
+                enabled=self._amp_dtype is not None,
+            ):
                 out = self._loss_fn(xm, ym, settings)
             self._scaler.scale(out.loss / n_micro).backward()
             active = out.out.z.detach() != 0
@@ -212,7 +227,14 @@ class Trainer:
         out = r["out"]
         target = r["y"] if r["y"] is not None else r["x"]
         m = {k: float(v.detach()) for k, v in out.terms.items()}
-        m.update({k: float(v) for k, v in reconstruction_metrics(target, out.out.x_hat.detach(), out.out.z.detach()).items()})
+        m.update(
+            {
+                k: float(v)
+                for k, v in reconstruction_metrics(
+                    target, out.out.x_hat.detach(), out.out.z.detach()
+                ).items()
+            }
+        )
         dead = int((self.since_fired >= self.hp.dead_after_tokens).sum())
         m.update(
             loss=float(out.loss.detach()),
@@ -230,9 +252,14 @@ class Trainer:
         """Held-out metrics; ``eval_loss`` uses the full λ, so it ranks checkpoints fairly."""
         if self.n_eval == 0:
             return {}
-        x, y = self._prepare(Batch(self.inputs.read(self.n_train, self.n_train + self.n_eval),
-                                   self.targets.read(self.n_train, self.n_train + self.n_eval)
-                                   if self.targets else None))
+        x, y = self._prepare(
+            Batch(
+                self.inputs.read(self.n_train, self.n_train + self.n_eval),
+                self.targets.read(self.n_train, self.n_train + self.n_eval)
+                if self.targets
+                else None,
+            )
+        )
         self.sae.eval()
         try:
             settings = LossSettings(self.hp.sparsity_coefficient, l0_target=self.cfg.l0_target)
@@ -288,10 +315,17 @@ class Trainer:
             "eval_loss": ev.get("eval_loss"),
             "eval": ev,
         }
-        path = ckpt.save_checkpoint(self.ckpt_root, self.step, sae_state=self.sae.state_dict(),
-                                    optimizer_state=self.optimizer.state_dict(), tensors=tensors,
-                                    state=state)
-        is_best = ev.get("eval_loss") is not None and ckpt.update_best(self.ckpt_root, self.step, ev["eval_loss"])
+        path = ckpt.save_checkpoint(
+            self.ckpt_root,
+            self.step,
+            sae_state=self.sae.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            tensors=tensors,
+            state=state,
+        )
+        is_best = ev.get("eval_loss") is not None and ckpt.update_best(
+            self.ckpt_root, self.step, ev["eval_loss"]
+        )
         ckpt.prune(self.ckpt_root, self.cfg.keep_checkpoints)
         self.last_checkpoint = path
         for cb in self.callbacks:
@@ -319,15 +353,27 @@ class Trainer:
     def export(self, path: Path | None = None) -> Path:
         """Write the SAE in the SAELens format, with dataset-wide scaling folded in."""
         return export_sae(
-            self.sae, path or self.out, cfg=self.cfg, normalize=self.hp.normalize_activations,
-            scale_in=self.scale_in, scale_out=self.scale_out,
-            fire_counts=self.fire_total + self.fire_window, step=self.step,
+            self.sae,
+            path or self.out,
+            cfg=self.cfg,
+            normalize=self.hp.normalize_activations,
+            scale_in=self.scale_in,
+            scale_out=self.scale_out,
+            fire_counts=self.fire_total + self.fire_window,
+            step=self.step,
         )
 
     # ---- the loop -----------------------------------------------------------------------------
     def _batches(self) -> Iterator[Batch]:
-        stream = ShuffledStream(self.inputs, self.targets, self.n_train, self.cfg.batch_size,
-                                self.cfg.seed, self.cfg.shuffle_block_rows, self.cfg.shuffle_buffer_rows)
+        stream = ShuffledStream(
+            self.inputs,
+            self.targets,
+            self.n_train,
+            self.cfg.batch_size,
+            self.cfg.seed,
+            self.cfg.shuffle_block_rows,
+            self.cfg.shuffle_buffer_rows,
+        )
         it = stream.iterate(start_batch=self.step)
         try:
             yield from it
@@ -390,8 +436,9 @@ class Trainer:
         sae_path = self.export() if status == "completed" else None
         for cb in self.callbacks:
             cb.on_end(status, self.step)
-        return TrainResult(status, self.step, self.last_metrics, self.last_eval, sae_path,
-                           self.last_checkpoint)
+        return TrainResult(
+            status, self.step, self.last_metrics, self.last_eval, sae_path, self.last_checkpoint
+        )
 
 
 def export_sae(
@@ -418,7 +465,9 @@ def export_sae(
         model_name=cfg.model_name,
         hook_name=cfg.hook_name,
         hook_name_out=cfg.hook_name_out,
-        normalize_activations="constant_norm_rescale" if normalize == "constant_norm_rescale" else "none",
+        normalize_activations="constant_norm_rescale"
+        if normalize == "constant_norm_rescale"
+        else "none",
         sparsity=log_sparsity(fire_counts, tokens) if tokens else None,
         extra_metadata={"training_steps": step, "training_tokens": tokens},
     )

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from saestudio.activations.synthetic import GroundTruth, make_ground_truth, recovered_fraction
-from saestudio.sae.saelens_format import load_saelens
+from saestudio.sae.saelens_load import load_saelens
 from saestudio.training import TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -22,8 +22,18 @@ def _cfg(path: Path, out: Path, arch: str, **kw: object) -> TrainConfig:
     sae = {"architecture": arch, "d_sae": 1024}
     sae.update(kw.pop("sae", {}))  # type: ignore[arg-type]
     return TrainConfig.model_validate(
-        {"activations": str(path), "sae": sae, "steps": STEPS, "batch_size": 1024, "lr": 1e-3,
-         "out": str(out), "log_every": 50, "eval_every": 1000, "checkpoint_every": 0, **kw}
+        {
+            "activations": str(path),
+            "sae": sae,
+            "steps": STEPS,
+            "batch_size": 1024,
+            "lr": 1e-3,
+            "out": str(out),
+            "log_every": 50,
+            "eval_every": 1000,
+            "checkpoint_every": 0,
+            **kw,
+        }
     )
 
 
@@ -61,10 +71,13 @@ def test_jumprelu_l0_responds_to_coefficient(tmp_path: Path) -> None:
     np.save(path, gt.x)
     runs = {}
     for lam in (1e-3, 1e-2):
-        cfg = _cfg(path, tmp_path / f"lam{lam}", "jumprelu", sparsity_coefficient=lam,
-                   steps=500, lr=4e-3)
+        cfg = _cfg(
+            path, tmp_path / f"lam{lam}", "jumprelu", sparsity_coefficient=lam, steps=500, lr=4e-3
+        )
         runs[lam] = train(cfg).eval["eval_l0"]
-    assert runs[1e-2] < 0.7 * runs[1e-3], f"L0 {runs[1e-3]:.2f} at λ=1e-3 vs {runs[1e-2]:.2f} at 1e-2"
+    assert runs[1e-2] < 0.7 * runs[1e-3], (
+        f"L0 {runs[1e-3]:.2f} at λ=1e-3 vs {runs[1e-2]:.2f} at 1e-2"
+    )
 
 
 def test_transcoder_recovers_sparse_map(tmp_path: Path) -> None:
@@ -72,8 +85,16 @@ def test_transcoder_recovers_sparse_map(tmp_path: Path) -> None:
     x, y = tmp_path / "in.npy", tmp_path / "out.npy"
     np.save(x, gt.x)
     np.save(y, gt.y)
-    cfg = _cfg(x, tmp_path / "tc", "transcoder", targets=str(y), lr=2e-3,
-               sae={"activation": "topk", "k": 4}, hook_name="mlp_in.0", hook_name_out="mlp_out.0")
+    cfg = _cfg(
+        x,
+        tmp_path / "tc",
+        "transcoder",
+        targets=str(y),
+        lr=2e-3,
+        sae={"activation": "topk", "k": 4},
+        hook_name="mlp_in.0",
+        hook_name_out="mlp_out.0",
+    )
     result = train(cfg)
     sae = load_saelens(result.sae_path)
     assert sae.W_dec.shape == (1024, 96)
@@ -88,14 +109,22 @@ def test_skip_transcoder_puts_linear_part_in_w_skip(tmp_path: Path) -> None:
     latents could absorb."""
     g = torch.Generator().manual_seed(3)
     linear = torch.randn(96, 128, generator=g) / 128**0.5  # [d_out, d_in]
-    gt = make_ground_truth(100_000, d=128, n_features=512, active=4, seed=3, d_out=96,
-                           linear=linear, noise=0.3)
+    gt = make_ground_truth(
+        100_000, d=128, n_features=512, active=4, seed=3, d_out=96, linear=linear, noise=0.3
+    )
     x, y = tmp_path / "in.npy", tmp_path / "out.npy"
     np.save(x, gt.x)
     np.save(y, gt.y)
-    cfg = _cfg(x, tmp_path / "skip", "transcoder", targets=str(y), lr=3e-3,
-               sae={"activation": "topk", "k": 4, "skip": True}, hook_name="mlp_in.0",
-               hook_name_out="mlp_out.0")
+    cfg = _cfg(
+        x,
+        tmp_path / "skip",
+        "transcoder",
+        targets=str(y),
+        lr=3e-3,
+        sae={"activation": "topk", "k": 4, "skip": True},
+        hook_name="mlp_in.0",
+        hook_name_out="mlp_out.0",
+    )
     result = train(cfg)
     sae = load_saelens(result.sae_path)
     assert sae.W_skip is not None

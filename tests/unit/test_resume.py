@@ -51,9 +51,19 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_stop_and_resume_equals_uninterrupted(small_acts: Path, tmp_path: Path, case: str) -> None:
     sae, extra = CASES[case]
-    base = {"activations": str(small_acts), "sae": {"d_sae": 64, **sae}, "steps": 200,
-            "batch_size": 64, "log_every": 10, "eval_every": 50, "checkpoint_every": 0,
-            "shuffle_buffer_rows": 512, "shuffle_block_rows": 128, "density_every": 50, **extra}
+    base = {
+        "activations": str(small_acts),
+        "sae": {"d_sae": 64, **sae},
+        "steps": 200,
+        "batch_size": 64,
+        "log_every": 10,
+        "eval_every": 50,
+        "checkpoint_every": 0,
+        "shuffle_buffer_rows": 512,
+        "shuffle_block_rows": 128,
+        "density_every": 50,
+        **extra,
+    }
     straight = train(TrainConfig.model_validate({**base, "out": str(tmp_path / "a")}))
     cfg_b = TrainConfig.model_validate({**base, "out": str(tmp_path / "b")})
     first = train(cfg_b, [StopAt(100)])
@@ -72,17 +82,24 @@ def test_stop_and_resume_equals_uninterrupted(small_acts: Path, tmp_path: Path, 
     if sae["architecture"] in ("topk", "batchtopk"):
         assert any(x.get("dead_latents", 0) > 0 for x in lines), "no dead latents: AuxK untested"
     # and the run really moved: the resumed half changed the weights
-    assert straight.metrics["loss"] < json.loads(
-        (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert (
+        straight.metrics["loss"]
+        < json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    )
 
 
 def test_transcoder_pause_resume(tmp_path: Path) -> None:
     gt = make_ground_truth(3000, d=16, n_features=40, active=3, seed=5, d_out=12)
     np.save(tmp_path / "x.npy", gt.x)
     np.save(tmp_path / "y.npy", gt.y)
-    base = {"activations": str(tmp_path / "x.npy"), "targets": str(tmp_path / "y.npy"),
-            "sae": {"architecture": "transcoder", "activation": "jumprelu", "skip": True,
-                    "d_sae": 48}, "steps": 120, "batch_size": 50, "log_every": 10}
+    base = {
+        "activations": str(tmp_path / "x.npy"),
+        "targets": str(tmp_path / "y.npy"),
+        "sae": {"architecture": "transcoder", "activation": "jumprelu", "skip": True, "d_sae": 48},
+        "steps": 120,
+        "batch_size": 50,
+        "log_every": 10,
+    }
     train(TrainConfig.model_validate({**base, "out": str(tmp_path / "a")}))
     cfg = TrainConfig.model_validate({**base, "out": str(tmp_path / "b")})
     assert train(cfg, [StopAt(37, "pause")]).status == "paused"
@@ -96,14 +113,29 @@ def test_transcoder_pause_resume(tmp_path: Path) -> None:
 
 def test_cli_resume_after_stop(small_acts: Path, tmp_path: Path) -> None:
     """`saestudio train --resume DIR` continues a stopped run to the same result."""
-    args = ["--activations", str(small_acts), "--architecture", "topk", "--k", "4",
-            "--d-sae", "32", "--steps", "60", "--batch-size", "64", "--quiet",
-            "--checkpoint-every", "30"]
+    args = [
+        "--activations",
+        str(small_acts),
+        "--architecture",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "60",
+        "--batch-size",
+        "64",
+        "--quiet",
+        "--checkpoint-every",
+        "30",
+    ]
     assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
     assert main(["train", *args, "--out", str(tmp_path / "b")]) == 0
     # pretend the second run was killed after its step-30 checkpoint
     (tmp_path / "b" / "sae_weights.safetensors").unlink()
     import shutil
+
     shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_00000060")
     assert main(["train", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
     wa = load_file(tmp_path / "a" / "sae_weights.safetensors")

@@ -25,10 +25,9 @@ from saestudio.sae.saelens_format import (
     CFG_FILENAME,
     SPARSITY_FILENAME,
     WEIGHTS_FILENAME,
-    load_saelens,
-    load_saelens_sparsity,
     save_saelens,
 )
+from saestudio.sae.saelens_load import load_saelens, load_saelens_sparsity
 from saestudio.sae.standard import AnthropicSAE, StandardSAE
 from saestudio.sae.topk import TopKSAE
 
@@ -37,7 +36,9 @@ D_IN, D_SAE, D_OUT, K = 48, 192, 40, 8
 
 @pytest.fixture(scope="module")
 def sae_lens() -> ModuleType:
-    return pytest.importorskip("sae_lens")
+    import sae_lens  # a test dependency: the real package, never skipped
+
+    return sae_lens
 
 
 # (id, SAEConfig fields, sae-lens class it must load as; None = SAE Studio only)

@@ -42,7 +42,8 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 def _add_field(group: argparse._ArgumentGroup, dest: str, name: str, info: FieldInfo) -> None:
     flag = "--" + name.replace("_", "-")
     inner, _ = _unwrap(info.annotation)
-    default = info.default if info.default is not None and not callable(info.default) else None
+    default = info.get_default(call_default_factory=True)
+    default = None if default in (None, [], {}) else default
     help_text = (info.description or "") + (f" [default: {default}]" if default is not None else "")
     help_text = help_text.replace("%", "%%")
     kwargs: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}

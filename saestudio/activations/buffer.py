@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -28,20 +28,23 @@ class Batch(NamedTuple):
     target: torch.Tensor | None  # [batch, d_out] for transcoders
 
 
-class ShuffledStream:
-    """Batches over rows ``[0, n_rows)`` of ``inputs`` (and the same rows of ``targets``)."""
+class RowStream:
+    """Batches over rows ``[0, n_rows)`` of several row-aligned datasets at once.
+
+    Each batch is a tuple with one ``[batch, d_i]`` tensor per dataset, the same rows of
+    each (several hooks of one extraction, or transcoder inputs and targets).
+    """
 
     def __init__(
         self,
-        inputs: ArrayDataset,
-        targets: ArrayDataset | None,
+        datasets: Sequence[ArrayDataset],
         n_rows: int,
         batch_size: int,
         seed: int,
         block_rows: int = 1024,
         buffer_rows: int = 65536,
     ):
-        self.inputs, self.targets = inputs, targets
+        self.datasets = list(datasets)
         self.n_rows = n_rows
         self.batch_size = batch_size
         self.seed = seed
@@ -68,15 +71,14 @@ class ShuffledStream:
         start = b * self.block_rows
         return data.read(start, start + self._block_size(b))
 
-    def _load_window(self, epoch: int, w: int, blocks: np.ndarray) -> Batch:
-        x = torch.cat([self._read_block(self.inputs, int(b)) for b in blocks])
-        perm = torch.from_numpy(np.random.default_rng([self.seed, epoch, w]).permutation(len(x)))
-        y = None
-        if self.targets is not None:
-            y = torch.cat([self._read_block(self.targets, int(b)) for b in blocks])[perm]
-        return Batch(x[perm], y)
+    def _load_window(self, epoch: int, w: int, blocks: np.ndarray) -> tuple[torch.Tensor, ...]:
+        rows = sum(self._block_size(int(b)) for b in blocks)
+        perm = torch.from_numpy(np.random.default_rng([self.seed, epoch, w]).permutation(rows))
+        return tuple(
+            torch.cat([self._read_block(d, int(b)) for b in blocks])[perm] for d in self.datasets
+        )
 
-    def _chunks(self, position: int) -> Iterator[Batch]:
+    def _chunks(self, position: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """Shuffled rows from global stream row ``position`` on, one window at a time."""
         epoch, offset = divmod(position, self.n_rows)
         while True:
@@ -85,27 +87,23 @@ class ShuffledStream:
                 if offset >= size:
                     offset -= size
                     continue
-                x, y = self._load_window(epoch, w, blocks)
-                yield Batch(x[offset:], None if y is None else y[offset:])
+                window = self._load_window(epoch, w, blocks)
+                yield tuple(t[offset:] for t in window)
                 offset = 0
             epoch += 1
 
-    def _batches(self, start_batch: int) -> Iterator[Batch]:
-        xs: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
+    def _batches(self, start_batch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        parts: list[tuple[torch.Tensor, ...]] = []
         have = 0
-        for x, y in self._chunks(start_batch * self.batch_size):
-            while len(x):
-                take = min(self.batch_size - have, len(x))
-                xs.append(x[:take])
-                if y is not None:
-                    ys.append(y[:take])
-                x = x[take:]
-                y = None if y is None else y[take:]
+        for chunk in self._chunks(start_batch * self.batch_size):
+            while len(chunk[0]):
+                take = min(self.batch_size - have, len(chunk[0]))
+                parts.append(tuple(t[:take] for t in chunk))
+                chunk = tuple(t[take:] for t in chunk)
                 have += take
                 if have == self.batch_size:
-                    yield Batch(torch.cat(xs), torch.cat(ys) if ys else None)
-                    xs, ys, have = [], [], 0
+                    yield tuple(torch.cat(col) for col in zip(*parts, strict=True))
+                    parts, have = [], 0
 
     # ---- prefetching iterator ----------------------------------------------------------------
     def iterate(self, start_batch: int = 0, prefetch: int = 2) -> PrefetchIterator:
@@ -113,18 +111,40 @@ class ShuffledStream:
         return PrefetchIterator(self._batches(start_batch), prefetch)
 
 
+class ShuffledStream(RowStream):
+    """A :class:`RowStream` of ``inputs`` (and paired ``targets``) yielding :class:`Batch`."""
+
+    def __init__(
+        self,
+        inputs: ArrayDataset,
+        targets: ArrayDataset | None,
+        n_rows: int,
+        batch_size: int,
+        seed: int,
+        block_rows: int = 1024,
+        buffer_rows: int = 65536,
+    ):
+        datasets = [inputs] if targets is None else [inputs, targets]
+        super().__init__(datasets, n_rows, batch_size, seed, block_rows, buffer_rows)
+        self.inputs, self.targets = inputs, targets
+
+    def _batches(self, start_batch: int) -> Iterator[Batch]:  # type: ignore[override]
+        for cols in super()._batches(start_batch):
+            yield Batch(cols[0], cols[1] if len(cols) > 1 else None)
+
+
 class PrefetchIterator:
     """Runs a batch generator in a daemon thread so disk reads overlap training steps."""
 
     _DONE = object()
 
-    def __init__(self, source: Iterator[Batch], prefetch: int):
+    def __init__(self, source: Iterator[Any], prefetch: int):
         self._q: queue.Queue[object] = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
         self._thread.start()
 
-    def _run(self, source: Iterator[Batch]) -> None:
+    def _run(self, source: Iterator[Any]) -> None:
         try:
             for item in source:
                 while not self._stop.is_set():
@@ -142,13 +162,13 @@ class PrefetchIterator:
     def __iter__(self) -> PrefetchIterator:
         return self
 
-    def __next__(self) -> Batch:
+    def __next__(self) -> Any:
         item = self._q.get()
         if item is self._DONE:
             raise StopIteration
         if isinstance(item, BaseException):
             raise item
-        return item  # type: ignore[return-value]
+        return item
 
     def close(self) -> None:
         self._stop.set()

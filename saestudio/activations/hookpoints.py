@@ -22,7 +22,7 @@ output of ``attention.output.dense``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -215,7 +215,5 @@ def capture(
 @torch.no_grad()
 def run_captured(model: nn.Module, **inputs: Tensor) -> None:
     """Run the model inside :func:`capture`; an early stop is not an error."""
-    try:
+    with suppress(_StopForward):
         model(**inputs)
-    except _StopForward:
-        pass

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.registry import defaults_for
+
+SWEEPABLE = ("k", "d_sae", "expansion_factor", "sparsity_coefficient", "lr", "l0_target")
+SAE_SWEEPABLE = ("k", "d_sae", "expansion_factor")
 
 Normalization = Literal[
     "none", "expected_average_only_in", "unit_mean_squared_norm", "constant_norm_rescale"
@@ -27,18 +31,54 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # ---- data -------------------------------------------------------------------------
-    activations: str = Field(
-        description="Training inputs: a .npy or .safetensors file shaped [N, d], or a folder "
-        "of such shards (read memory-mapped, never loaded whole)."
+    activations: str | None = Field(
+        None,
+        description="Training inputs: an activation dataset folder from `saestudio extract` "
+        "(pick hooks with `hook`), or a .npy/.safetensors file shaped [N, d], or a folder of "
+        "such shards (read memory-mapped, never loaded whole). Leave empty to train on the "
+        "fly from `model` + `dataset`.",
     )
     targets: str | None = Field(
         None,
-        description="Transcoders: the paired target activations (same rows as `activations`).",
+        description="Transcoders on plain files: the paired target activations "
+        "(same rows as `activations`).",
     )
-    model_name: str | None = Field(None, description="Model the activations came from (metadata).")
-    hook_name: str | None = Field(None, description="Hook the inputs came from (metadata).")
-    hook_name_out: str | None = Field(
-        None, description="Transcoders: hook the targets came from (metadata)."
+    model: str | None = Field(
+        None,
+        description="Model name or local folder: the on-the-fly source, and metadata for the "
+        "export otherwise.",
+    )
+    dataset: str | None = Field(
+        None,
+        description="On-the-fly text: a Hugging Face dataset name, a local .txt/.jsonl/"
+        ".parquet/.csv file, or demo:pydoc.",
+    )
+    text_column: str = Field("text", description="On-the-fly: the dataset's text column.")
+    context_length: int = Field(
+        128, ge=2, le=1_000_000, description="On-the-fly: tokens per context."
+    )
+    model_batch_size: int = Field(
+        16, ge=1, description="On-the-fly: contexts per model forward pass."
+    )
+    model_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="On-the-fly: dtype to run the model in."
+    )
+    exclude_special_tokens: bool = Field(
+        False, description="On-the-fly: drop BOS/EOS/pad positions from the training rows."
+    )
+    hook: list[str] = Field(
+        default_factory=list,
+        description="Hook(s) to train on (activation datasets and on-the-fly), e.g. "
+        "resid_post.3; several (comma-separated) train one SAE each from one stream. "
+        "Metadata for plain files.",
+    )
+    target_hook: str | None = Field(
+        None, description="Transcoders: the hook to reconstruct, e.g. mlp_out.3."
+    )
+    sweep: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Train one SAE per value from one stream, e.g. k=16,32 or "
+        "sparsity_coefficient=1e-3,1e-2 (keys: " + ", ".join(SWEEPABLE) + ").",
     )
     eval_tokens: int = Field(
         4096,
@@ -146,8 +186,50 @@ class TrainConfig(BaseModel):
     )
     keep_checkpoints: int = Field(2, ge=1, description="Keep the best checkpoint plus the last N.")
 
+    @field_validator("hook", mode="before")
+    @classmethod
+    def _split_hooks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _parse_sweep(cls, value: Any) -> Any:
+        """Accept ``"k=16,32;lr=1e-3,3e-3"`` from the command line."""
+        if not isinstance(value, str):
+            return value
+        out: dict[str, list[str]] = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            key, eq, vals = part.partition("=")
+            if not eq:
+                raise ValueError(f"expected key=v1,v2 but got {part!r}")
+            out[key.strip()] = [v.strip() for v in vals.split(",") if v.strip()]
+        return out
+
+    @field_validator("sweep")
+    @classmethod
+    def _check_sweep(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for key, vals in value.items():
+            if key not in SWEEPABLE:
+                raise ValueError(f"cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
+            if not vals:
+                raise ValueError(f"{key}: give at least one value")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.activations is None and (self.model is None or self.dataset is None):
+            raise ValueError(
+                "activations: give an activation file/folder, or model and dataset to train "
+                "on the fly"
+            )
+        if self.activations is None and not self.hook:
+            raise ValueError(
+                "hook: on-the-fly training needs the hook(s) to read, e.g. resid_post.3"
+            )
+        if self.target_hook and not self.sae.is_transcoder:
+            raise ValueError("target_hook: only transcoders read a target hook")
         if self.steps is not None and self.training_tokens is not None:
             raise ValueError("steps: give steps or training_tokens, not both")
         if self.batch_size % self.grad_accum_steps:
@@ -155,8 +237,10 @@ class TrainConfig(BaseModel):
                 f"grad_accum_steps: must divide batch_size ({self.batch_size}), "
                 f"got {self.grad_accum_steps}"
             )
-        if self.sae.is_transcoder and not self.targets:
-            raise ValueError("targets: a transcoder needs paired target activations")
+        if self.sae.is_transcoder and not (self.targets or self.target_hook):
+            raise ValueError(
+                "targets: a transcoder needs paired targets (targets file or target_hook)"
+            )
         if self.targets and not self.sae.is_transcoder:
             raise ValueError("targets: only transcoders take target activations")
         if self.l0_target is not None and self.sae.activation_fn != "jumprelu":
@@ -164,6 +248,34 @@ class TrainConfig(BaseModel):
         if self.shuffle_block_rows > self.shuffle_buffer_rows:
             raise ValueError("shuffle_block_rows: must not exceed shuffle_buffer_rows")
         return self
+
+    def sae_jobs(self) -> list[tuple[str, TrainConfig]]:
+        """One (label, single-SAE config) per hook × sweep value, in a stable order.
+
+        Each derived config is exactly what training that SAE alone would take, so a
+        many-SAE job and separate runs with the same seed give the same SAEs.
+        """
+        hooks: list[str | None] = list(self.hook) or [None]
+        combos: list[dict[str, float]] = [{}]
+        for key, vals in self.sweep.items():
+            combos = [{**c, key: v} for c in combos for v in vals]
+        jobs = []
+        for hook in hooks:
+            for combo in combos:
+                parts = ([hook] if len(hooks) > 1 and hook else []) + [
+                    f"{k}={v:g}" for k, v in combo.items()
+                ]
+                label = "_".join(parts)
+                sae_upd = {k: int(v) for k, v in combo.items() if k in SAE_SWEEPABLE}
+                upd: dict[str, Any] = {k: v for k, v in combo.items() if k not in SAE_SWEEPABLE}
+                upd.update(
+                    hook=[hook] if hook else [],
+                    sweep={},
+                    sae=self.sae.model_copy(update=sae_upd),
+                    out=str(Path(self.out) / label) if label else self.out,
+                )
+                jobs.append((label or "sae", self.model_copy(update=upd)))
+        return jobs
 
     @property
     def total_steps(self) -> int:

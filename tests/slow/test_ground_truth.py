@@ -92,8 +92,8 @@ def test_transcoder_recovers_sparse_map(tmp_path: Path) -> None:
         targets=str(y),
         lr=2e-3,
         sae={"activation": "topk", "k": 4},
-        hook_name="mlp_in.0",
-        hook_name_out="mlp_out.0",
+        hook="mlp_in.0",
+        target_hook="mlp_out.0",
     )
     result = train(cfg)
     sae = load_saelens(result.sae_path)
@@ -122,8 +122,8 @@ def test_skip_transcoder_puts_linear_part_in_w_skip(tmp_path: Path) -> None:
         targets=str(y),
         lr=3e-3,
         sae={"activation": "topk", "k": 4, "skip": True},
-        hook_name="mlp_in.0",
-        hook_name_out="mlp_out.0",
+        hook="mlp_in.0",
+        target_hook="mlp_out.0",
     )
     result = train(cfg)
     sae = load_saelens(result.sae_path)

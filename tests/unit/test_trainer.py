@@ -96,7 +96,9 @@ def test_pause_writes_a_checkpoint_and_no_export(small_acts: Path, tmp_path: Pat
     assert (tmp_path / "checkpoints" / "step_00000025" / "state.json").is_file()
     assert not (tmp_path / "sae_weights.safetensors").exists()
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert max(steps) == 25
+    assert steps == [10, 20]  # the lines logged so far, none beyond the pause
+    state = json.loads((tmp_path / "checkpoints" / "step_00000025" / "state.json").read_text())
+    assert state["step"] == 25 and state["data_position"] == 25 * 64
 
 
 @pytest.mark.parametrize("mode", ["expected_average_only_in", "unit_mean_squared_norm"])
@@ -114,3 +116,32 @@ def test_normalisation_is_folded_into_the_export(tmp_path: Path, mode: str) -> N
     fvu = float(reconstruction_metrics(held_out, out.x_hat, out.z)["fvu"])
     assert fvu == pytest.approx(result.eval["eval_fvu"], abs=1e-4)
     assert json.loads((tmp_path / "run" / "cfg.json").read_text())["normalize_activations"] == "none"
+
+
+def test_sweep_trains_each_sae_as_if_alone(small_acts: Path, tmp_path: Path) -> None:
+    """A sweep over k (one stream, one read per batch) gives the same SAEs and metrics as
+    training each k alone with the same seed."""
+    job = train(_cfg(small_acts, tmp_path / "job", sweep="k=2,6"))
+    assert set(job.saes) == {"k=2", "k=6"}
+    for k in (2, 6):
+        alone = tmp_path / f"alone{k}"
+        train(_cfg(small_acts, alone, sae={"architecture": "topk", "k": k, "d_sae": 64}))
+        joint = tmp_path / "job" / f"k={k}"
+        assert json.loads((joint / "cfg.json").read_text())["k"] == k
+        wa, wb = _weights(alone), _weights(joint)
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=0)
+
+        def lines(p: Path) -> list[dict]:
+            rows = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
+            return [{k: v for k, v in r.items() if k not in ("sae", "tokens_per_s")} for r in rows]
+
+        assert lines(joint) == lines(alone)
+
+
+def test_sweep_of_sparsity_coefficient_orders_l0(small_acts: Path, tmp_path: Path) -> None:
+    result = train(_cfg(small_acts, tmp_path, sae={"architecture": "jumprelu", "d_sae": 64},
+                        sweep={"sparsity_coefficient": [1e-4, 3e-2]}, lr=4e-3, steps=80))
+    l0 = {label: json.loads((tmp_path / label / "metrics.jsonl").read_text().splitlines()[-1])
+          for label in result.saes}
+    assert l0["sparsity_coefficient=0.03"]["eval_l0"] < l0["sparsity_coefficient=0.0001"]["eval_l0"]

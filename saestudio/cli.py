@@ -158,10 +158,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.status == "completed":
         print(
             f"done: step {result.step}  FVU {ev.get('eval_fvu', float('nan')):.4f}  "
-            f"L0 {ev.get('eval_l0', float('nan')):.1f}  (held-out)\n"
-            f"SAE (SAELens format): {result.sae_path}\n"
-            f"checkpoints: {Path(cfg.out) / 'checkpoints'}  metrics: {Path(cfg.out) / 'metrics.jsonl'}"
+            f"L0 {ev.get('eval_l0', float('nan')):.1f}  (held-out)"
         )
+        if len(result.saes) > 1:
+            print(f"{len(result.saes)} SAEs (SAELens format), checkpoints and metrics.jsonl:")
+            for label, path in result.saes.items():
+                print(f"  {label}: {path}")
+        else:
+            out = Path(cfg.out)
+            print(
+                f"SAE (SAELens format): {result.sae_path}\n"
+                f"checkpoints: {out / 'checkpoints'}  metrics: {out / 'metrics.jsonl'}"
+            )
     else:
         print(
             f"{result.status} at step {result.step}; checkpoint {result.checkpoint}\n"

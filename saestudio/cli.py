@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--steps", type=int, default=600, help="training steps")
     p.set_defaults(func=cmd_demo)
+
+    from saestudio.commands_eval import register as register_eval
+
+    register_eval(sub)
     return parser
 
 

@@ -31,6 +31,9 @@ from saestudio.activations.hookpoints import HookPoint, resolve_hook
 from saestudio.sae.base import SparseAutoencoder
 
 Replace = Callable[[Tensor], Tensor]
+NORMALIZE = ("none", "expected_average_only_in", "unit_mean_squared_norm", "constant_norm_rescale")
+"""Accepted ``normalize_activations``; only ``constant_norm_rescale`` acts at run time (the
+dataset-wide scales are folded into exported weights; sae-lens treats them as identity)."""
 
 
 class DownstreamResult(NamedTuple):
@@ -52,10 +55,10 @@ class DownstreamResult(NamedTuple):
     """Number of predicted tokens averaged over (padding excluded)."""
 
 
-def _is_causal_lm(model: nn.Module) -> bool:
+def is_causal_lm_class(name: str) -> bool:
+    """Whether a transformers class name (``GPT2LMHeadModel``) is a causal LM."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    name = type(model).__name__
     return name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values() or name.endswith(
         ("ForCausalLM", "LMHeadModel")
     )
@@ -67,7 +70,7 @@ def check_causal_lm(model: nn.Module) -> None:
     name = type(model).__name__
     if get_head is None or get_head() is None:
         raise ValueError(f"downstream: CE loss needs a causal LM; {name} has no LM head")
-    if not _is_causal_lm(model):
+    if not is_causal_lm_class(name):
         raise ValueError(f"downstream: CE loss needs a causal LM; {name} is not one")
 
 
@@ -214,6 +217,8 @@ def evaluate_downstream(
     target hook, or widths that do not match; ``HookError`` for an unknown hook.
     """
     check_causal_lm(model)
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize: must be one of {NORMALIZE}, got {normalize!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: must be at least 1, got {batch_size}")
     device = next(model.parameters()).device
@@ -259,4 +264,4 @@ def evaluate_downstream(
     )
 
 
-__all__ = ["DownstreamResult", "check_causal_lm", "evaluate_downstream"]
+__all__ = ["DownstreamResult", "check_causal_lm", "evaluate_downstream", "is_causal_lm_class"]

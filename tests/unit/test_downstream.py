@@ -170,9 +170,7 @@ def test_constant_norm_rescale_feeds_the_sae_rows_of_norm_sqrt_d(
     sae = identity_sae()
     norms: list[torch.Tensor] = []
     sae.register_forward_pre_hook(lambda _m, args: norms.append(args[0].norm(dim=-1)))
-    res = evaluate_downstream(
-        gpt2, sae, "resid_post.0", ids, normalize="constant_norm_rescale"
-    )
+    res = evaluate_downstream(gpt2, sae, "resid_post.0", ids, normalize="constant_norm_rescale")
     torch.testing.assert_close(torch.cat(norms), torch.full((ids.numel(),), math.sqrt(D)))
     # the factor is divided back out: still (up to rounding) the identity
     assert res.ce_loss_recovered == pytest.approx(1.0, abs=1e-5)
@@ -193,8 +191,11 @@ def test_encoder_models_and_bad_inputs_are_refused(
 ) -> None:
     bert = BertModel(
         BertConfig(
-            hidden_size=D, num_hidden_layers=1, num_attention_heads=2,
-            intermediate_size=64, vocab_size=VOCAB,
+            hidden_size=D,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=VOCAB,
         )  # fmt: skip
     )
     with pytest.raises(ValueError, match="CE loss needs a causal LM; BertModel has no LM head"):

@@ -110,7 +110,7 @@ def _print_table(info: dict[str, Any]) -> None:
     width = max(len(k) for k in info)
     for key, value in info.items():
         shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-        print(f"{key:<{width}}  {shown}") (CLI output)
+        print(f"{key:<{width}}  {shown}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -147,7 +147,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         # NaN (zero ablation costs nothing) is not JSON: null
         clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in info.items()}
-        print(json.dumps(clean, indent=2)) (CLI output)
+        print(json.dumps(clean, indent=2))
     else:
         _print_table(info)
     return 0

@@ -17,6 +17,12 @@ Names per layer L:
 BERT-style (post-LN) layers have no single MLP module: ``mlp_in`` is the input of
 ``intermediate`` and ``mlp_out`` the output of ``output.dense``; ``attn_out`` is the
 output of ``attention.output.dense``.
+
+Sandwich-norm layers (Gemma 2/3, OLMo 2) normalise the attention and MLP outputs before
+the residual add, so ``attn_out`` / ``mlp_out`` are the outputs of
+``post_attention_layernorm`` / ``post_feedforward_layernorm``: for every pre-LN family
+``resid_post.L == resid_pre.L + attn_out.L + mlp_out.L`` (what Gemma Scope calls the
+attention and MLP outputs).
 """
 
 from __future__ import annotations
@@ -89,6 +95,12 @@ def _sub_path(layer: nn.Module, kind: str) -> tuple[str, Literal["input", "outpu
     """Relative module path and capture side for mlp_in / mlp_out / attn_out in one layer."""
     modules = dict(layer.named_modules())
     bert = "intermediate" in modules and "output.dense" in modules
+    # Gemma 2/3, OLMo 2: block outputs pass a norm before the residual add (see module doc)
+    sandwich = "post_feedforward_layernorm" in dict(layer.named_children())
+    if sandwich and kind == "mlp_out":
+        return "post_feedforward_layernorm", "output"
+    if sandwich and kind == "attn_out" and "post_attention_layernorm" in modules:
+        return "post_attention_layernorm", "output"
     if kind == "mlp_in":
         if bert:
             return "intermediate", "input"
@@ -175,36 +187,42 @@ def capture(
 ) -> Iterator[dict[str, Tensor]]:
     """Register hooks; the yielded dict fills with ``name → [batch, seq, d]`` per forward.
 
-    With ``stop_early``, the forward pass ends (via an exception that
-    :func:`run_captured` swallows) once the last layer holding a hook has returned, so
-    later layers never run.
+    Captured tensors are copies, so a model that later updates a buffer in place cannot
+    change what was captured. With ``stop_early`` (and every hook inside the layer list,
+    where each module runs once per forward), the forward pass ends — via an exception
+    that :func:`run_captured` swallows — as soon as the last needed activation exists:
+    ``resid_pre.3`` stops before layer 3 runs, ``mlp_out.3`` before layer 4; later
+    layers, the final norm and the LM head never run.
     """
     modules = dict(model.named_modules())
     acts: dict[str, Tensor] = {}
     handles = []
+    stop = stop_early and bool(hooks) and all(hp.layer is not None for hp in hooks)
+    fired: set[str] = set()  # hooks seen in the current forward pass
+
+    def store(name: str, value: Tensor) -> None:
+        acts[name] = value.detach().clone()
+        if name in fired:  # a new forward pass (the previous one ended without a stop)
+            fired.clear()
+        fired.add(name)
+        if stop and len(fired) == len(hooks):
+            fired.clear()
+            raise _StopForward
+
     for hp in hooks:
         mod = modules[hp.module]
         if hp.capture == "input":
 
             def pre(_m: nn.Module, args: tuple, kwargs: dict, hp: HookPoint = hp) -> None:
-                acts[hp.name] = _first_tensor(args if args else kwargs["hidden_states"]).detach()
+                store(hp.name, _first_tensor(args if args else kwargs["hidden_states"]))
 
             handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
         else:
 
             def post(_m: nn.Module, _a: tuple, out: Any, hp: HookPoint = hp) -> None:
-                acts[hp.name] = _first_tensor(out).detach()
+                store(hp.name, _first_tensor(out))
 
             handles.append(mod.register_forward_hook(post))
-    layers = [hp.layer for hp in hooks]
-    if stop_early and layers and all(li is not None for li in layers):
-        _, layer_list = find_layers(model)
-        last = max(li for li in layers if li is not None)
-
-        def stop(_m: nn.Module, _a: tuple, _o: Any) -> None:
-            raise _StopForward  # later layers, the final norm and the LM head never run
-
-        handles.append(layer_list[last].register_forward_hook(stop))
     try:
         yield acts
     finally:

@@ -1,0 +1,432 @@
+"""``saestudio extract``: a model's activations at several hooks → an activation dataset.
+
+One forward pass per batch feeds every hook, and stops after the last needed module
+(:func:`hookpoints.capture`). Contexts are grouped into shards of ``shard_contexts``;
+a batch never crosses a shard boundary, so what is computed for a shard does not depend
+on where a run started. A writer thread stores each shard (temp file + rename) while the
+next batches run, then updates ``manifest.json``; re-running the same command after an
+interruption continues after the last stored shard, and the result is byte-identical to
+an uninterrupted run. The on-disk layout and readers are in :mod:`.manifest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from torch import nn
+from tqdm import tqdm
+
+from saestudio import __version__
+from saestudio.activations.hookpoints import HookPoint, capture, resolve_hook, run_captured
+from saestudio.activations.manifest import (
+    HookInfo,
+    Manifest,
+    StorageDtype,
+    hook_folder,
+    manifest_path,
+    open_activation_dataset,
+    open_hook,
+    open_tokens,
+    write_manifest,
+)
+from saestudio.activations.store import DataError
+from saestudio.activations.text_data import (
+    TextSource,
+    bos_token_id,
+    iter_contexts,
+    load_tokenizer,
+    special_token_ids,
+)
+from saestudio.activations.writer import ShardWriter
+
+__all__ = [
+    "ExtractConfig",
+    "Manifest",
+    "extract",
+    "load_model",
+    "open_activation_dataset",
+    "open_hook",
+    "open_tokens",
+]
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "albert"}
+# must match between the first run and a resume, or the stored bytes would differ
+RESUME_FIELDS = (
+    "model", "model_dtype", "hooks", "storage_dtype", "context_length", "prepend_bos",
+    "target_contexts", "max_tokens", "dataset", "exclude_special_tokens", "shard_contexts",
+)  # fmt: skip
+
+
+class ExtractConfig(BaseModel):
+    """Everything one extraction needs. Frozen; every field validated on construction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="Hugging Face model name or local model folder.")
+    dataset: str = Field(
+        description="Text: demo:pydoc, a local .txt/.jsonl/.json/.parquet/.csv file or folder, "
+        "or a Hugging Face dataset name (streamed)."
+    )
+    hooks: list[str] = Field(
+        description="Comma-separated hook points, e.g. resid_post.3,mlp_out.3 (friendly names "
+        "resid_pre/resid_post/mlp_in/mlp_out/attn_out.L, or module paths)."
+    )
+    out: str = Field(description="Output folder (the activation dataset).")
+    text_column: str = Field("text", description="Tables and hub datasets: the text column.")
+    split: str = Field("train", description="Hub datasets: the split to stream.")
+    dataset_config: str | None = Field(None, description="Hub datasets: configuration name.")
+    context_length: int = Field(128, ge=2, le=1_000_000, description="Tokens per context.")
+    max_tokens: int = Field(
+        1_000_000, ge=2, description="Tokens to run through the model (contexts × length)."
+    )
+    batch_size: int = Field(32, ge=1, description="Contexts per forward pass.")
+    dtype: StorageDtype = Field(
+        "float32", description="Storage dtype (bfloat16 is stored as .safetensors)."
+    )
+    model_dtype: StorageDtype = Field("float32", description="dtype the model runs in.")
+    device: str = Field("auto", description="cpu, cuda, cuda:1, mps, or auto.")
+    exclude_special_tokens: bool = Field(
+        False, description="Drop BOS/CLS/SEP/EOS/pad rows (the model still sees them)."
+    )
+    prepend_bos: bool = Field(True, description="Start every context with BOS (CLS for BERT).")
+    shard_tokens: int = Field(
+        65536, ge=1, description="Tokens per shard file (rounded down to whole contexts)."
+    )
+
+    @field_validator("hooks", mode="before")
+    @classmethod
+    def _split_hooks(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [h.strip() for h in v.split(",")]
+        if isinstance(v, list) and any(not str(h).strip() for h in v):
+            raise ValueError("empty hook name")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ExtractConfig:
+        if not self.hooks:
+            raise ValueError("hooks: name at least one hook, e.g. resid_post.3")
+        if len(set(self.hooks)) != len(self.hooks):
+            raise ValueError(f"hooks: listed twice: {self.hooks}")
+        if self.max_tokens < self.context_length:
+            raise ValueError(
+                f"max_tokens: {self.max_tokens} is less than one context "
+                f"({self.context_length} tokens)"
+            )
+        return self
+
+    @property
+    def target_contexts(self) -> int:
+        return self.max_tokens // self.context_length
+
+    @property
+    def shard_contexts(self) -> int:
+        return max(1, self.shard_tokens // self.context_length)
+
+    def source(self) -> TextSource:
+        return TextSource(self.dataset, self.split, self.text_column, self.dataset_config)
+
+
+# ---- the model ---------------------------------------------------------------------------
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA, else Apple MPS, else CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"--device: {device!r} is not a device ({e})") from e
+
+
+def _model_ref(name_or_path: str) -> str:
+    """A local folder's absolute path, or the hub name as given."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if name_or_path.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"--model: no such folder: {name_or_path}")
+    return name_or_path
+
+
+def load_model(name_or_path: str, dtype: str = "float32", device: str = "auto") -> nn.Module:
+    """A Hugging Face model in eval mode on ``device``.
+
+    Causal LMs load with ``AutoModelForCausalLM`` (the LM head is needed for the loss
+    metric), encoders with ``AutoModel``. Works offline (``HF_HUB_OFFLINE=1``) for local
+    folders and cached hub models.
+    """
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    ref = _model_ref(name_or_path)
+    if dtype not in DTYPES:
+        raise ValueError(f"--model-dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    dev = resolve_device(device)
+    try:
+        config = AutoConfig.from_pretrained(ref)
+        archs = config.architectures or []
+        if archs:
+            causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+        else:
+            causal = config.model_type not in ENCODER_TYPES
+        model = None
+        if causal:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(ref, dtype=DTYPES[dtype])
+            except ValueError:  # no causal-LM class for this config: fall back to the body
+                log.info("%s has no causal-LM class; loading it with AutoModel", ref)
+        if model is None:
+            model = AutoModel.from_pretrained(ref, dtype=DTYPES[dtype])
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(
+            f"--model: cannot load {name_or_path!r} (not a local model folder, and not "
+            f"available from the Hugging Face hub or its cache): {first}"
+        ) from e
+    if getattr(model.config, "use_cache", False):
+        model.config.use_cache = False  # no KV cache: it is memory and time for nothing here
+    return model.to(dev).eval()
+
+
+def max_positions(model: nn.Module) -> int | None:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def _probe_dims(model: nn.Module, hooks: list[HookPoint], device: torch.device) -> dict[str, int]:
+    """Each hook's width, from one two-token forward pass."""
+    ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+    with capture(model, hooks, stop_early=True) as acts:
+        run_captured(model, input_ids=ids)
+    return {hp.name: int(acts[hp.name].shape[-1]) for hp in hooks}
+
+
+# ---- the extraction ----------------------------------------------------------------------
+
+
+def _new_manifest(
+    cfg: ExtractConfig, model_ref: str, hooks: dict[str, HookInfo], specials: list[int]
+) -> Manifest:
+    return Manifest(
+        complete=False,
+        model=model_ref,
+        model_dtype=cfg.model_dtype,
+        hooks=hooks,
+        storage_dtype=cfg.dtype,
+        context_length=cfg.context_length,
+        prepend_bos=cfg.prepend_bos,
+        contexts=0,
+        target_contexts=cfg.target_contexts,
+        max_tokens=cfg.max_tokens,
+        rows=0,
+        dataset=cfg.source().describe(),
+        exclude_special_tokens=cfg.exclude_special_tokens,
+        special_token_ids=specials,
+        shard_contexts=cfg.shard_contexts,
+        batch_size=cfg.batch_size,
+        shards=[],
+        stats={},
+        sums={},
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        saestudio_version=__version__,
+    )
+
+
+def _resume_or_start(out: Path, fresh: Manifest) -> Manifest:
+    """The manifest to continue from: the one on disk when its arguments match."""
+    if not manifest_path(out).is_file():
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(
+                f"--out: {out} exists and is not an activation dataset; choose a new folder"
+            )
+        return fresh
+    old = open_activation_dataset(out)
+    diff = [
+        f"{k}: {getattr(old, k)!r} → {getattr(fresh, k)!r}"
+        for k in RESUME_FIELDS
+        if getattr(old, k) != getattr(fresh, k)
+    ]
+    if diff:
+        raise ValueError(
+            f"--out: {out} holds an extraction made with other arguments ({'; '.join(diff)}); "
+            "re-run with the same arguments to continue it, or choose another --out"
+        )
+    if old.batch_size != fresh.batch_size:
+        log.warning(
+            "batch size %d differs from the first run's %d: the remaining shards are computed "
+            "with %d (equal within float tolerance, not bitwise)",
+            fresh.batch_size, old.batch_size, fresh.batch_size,
+        )  # fmt: skip
+        old = old.model_copy(update={"batch_size": fresh.batch_size})
+    if old.contexts:
+        log.info("%s: resuming after context %d of %d", out, old.contexts, old.target_contexts)
+    return old
+
+
+def extract(
+    cfg: ExtractConfig,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    on_shard: Callable[[Manifest], None] | None = None,
+) -> Manifest:
+    """Run the extraction described by ``cfg`` (continuing a previous one) → its manifest.
+
+    ``should_stop`` is polled between batches (the partial shard is dropped; re-running
+    continues); ``on_shard`` is called with the manifest after every stored shard.
+    """
+    out = Path(cfg.out)
+    folders = {h: hook_folder(h) for h in cfg.hooks}
+    if len(set(folders.values())) != len(folders):
+        raise ValueError(f"--hooks: two hooks map to the same folder: {folders}")
+    model = load_model(cfg.model, cfg.model_dtype, cfg.device)
+    device = next(model.parameters()).device
+    limit = max_positions(model)
+    if limit is not None and cfg.context_length > limit:
+        raise ValueError(
+            f"--context-length: {cfg.context_length} exceeds the model's {limit} positions"
+        )
+    tokenizer = load_tokenizer(cfg.model)
+    hps = [resolve_hook(model, h) for h in cfg.hooks]
+    dims = _probe_dims(model, hps, device)
+    hooks = {hp.name: HookInfo(module=hp.module, capture=hp.capture, d=dims[hp.name]) for hp in hps}
+    specials = special_token_ids(tokenizer)
+    if cfg.prepend_bos and bos_token_id(tokenizer) is None:
+        log.info("the tokenizer has no BOS/CLS token: contexts start with text")
+    manifest = _resume_or_start(out, _new_manifest(cfg, _model_ref(cfg.model), hooks, specials))
+    if manifest.complete:
+        log.info("%s is already complete (%d contexts)", out, manifest.contexts)
+        return manifest
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, manifest)
+    writer = ShardWriter(out, manifest, folders, on_shard)
+    try:
+        _run(cfg, model, tokenizer, hps, manifest, writer, progress, should_stop)
+    except _Stopped:
+        return writer.abort()
+    except BaseException:
+        writer.abort()  # finish the file being written, drop the partial shard
+        raise
+    return writer.finish()
+
+
+def _skip_stored(contexts: Iterator[list[int]], manifest: Manifest, dataset: str) -> None:
+    """Consume the contexts already stored, checking each shard's tokens are unchanged."""
+    for shard in manifest.shards:
+        a, b = shard.contexts
+        h = hashlib.sha256()
+        for ctx in islice(contexts, b - a):
+            h.update(np.asarray(ctx, dtype=np.int32).tobytes())
+        if h.hexdigest() != shard.token_sha256:
+            raise DataError(
+                f"--dataset: {dataset} no longer yields the tokens stored in {shard.name} "
+                "(the text or the tokenizer changed); extract into a new folder"
+            )
+
+
+def _run(
+    cfg: ExtractConfig,
+    model: nn.Module,
+    tokenizer: Any,
+    hps: list[HookPoint],
+    manifest: Manifest,
+    writer: ShardWriter,
+    progress: bool,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """The forward loop: batches (never crossing a shard) → the writer thread."""
+    T, S, target = cfg.context_length, manifest.shard_contexts, manifest.target_contexts
+    device = next(model.parameters()).device
+    n_vocab = model.get_input_embeddings().num_embeddings
+    storage = DTYPES[cfg.dtype]
+    special = torch.tensor(manifest.special_token_ids, dtype=torch.long)
+    contexts = iter_contexts(cfg.source(), tokenizer, T, cfg.prepend_bos)
+    _skip_stored(contexts, manifest, cfg.dataset)  # tokenized again (cheap), not run
+    pos = last_end = manifest.contexts
+    bar = tqdm(
+        total=target * T, initial=pos * T, unit="tok", unit_scale=True, dynamic_ncols=True,
+        disable=not progress, desc=f"extract {','.join(cfg.hooks)}",
+    )  # fmt: skip
+    shard_hash = hashlib.sha256()
+    t0 = time.perf_counter()
+    with bar, torch.inference_mode(), capture(model, hps, stop_early=True) as acts:
+        while pos < target:
+            shard_stop = min((pos // S + 1) * S, target)
+            want = min(cfg.batch_size, shard_stop - pos)
+            batch = list(islice(contexts, want))
+            exhausted = len(batch) < want  # the text ran out
+            if batch:
+                ids = torch.tensor(batch, dtype=torch.long)  # [b, T]
+                shard_hash.update(ids.to(torch.int32).numpy().tobytes())
+                _forward_and_hand_over(
+                    cfg, model, hps, acts, ids, pos, special, storage, writer, n_vocab, device
+                )
+                pos += len(batch)
+                bar.update(len(batch) * T)
+            if pos > last_end and (pos == shard_stop or exhausted):
+                writer.end_shard(pos, shard_hash.hexdigest())
+                shard_hash, last_end = hashlib.sha256(), pos
+            if exhausted:
+                break
+            if should_stop is not None and should_stop():
+                raise _Stopped
+    log.info("extracted %d contexts in %.1fs", pos - manifest.contexts, time.perf_counter() - t0)
+
+
+def _forward_and_hand_over(
+    cfg: ExtractConfig,
+    model: nn.Module,
+    hps: list[HookPoint],
+    acts: dict[str, torch.Tensor],
+    ids: torch.Tensor,
+    pos: int,
+    special: torch.Tensor,
+    storage: torch.dtype,
+    writer: ShardWriter,
+    n_vocab: int,
+    device: torch.device,
+) -> None:
+    """One forward pass; its rows (special tokens dropped on request) to the writer."""
+    if int(ids.max()) >= n_vocab:
+        raise DataError(
+            f"--model: token id {int(ids.max())} is outside the model's vocabulary "
+            f"({n_vocab}); the tokenizer does not match the model"
+        )
+    b, T = ids.shape
+    run_captured(model, input_ids=ids.to(device))
+    flat = ids.flatten()
+    keep = ~torch.isin(flat, special) if cfg.exclude_special_tokens else None
+    rows = {}
+    for hp in hps:
+        a = acts[hp.name].reshape(b * T, -1)  # [b·T, d]
+        if keep is not None:
+            a = a[keep.to(a.device)]
+        rows[hp.name] = a.to(storage).cpu()
+    ctx = torch.arange(pos, pos + b, dtype=torch.int32).repeat_interleave(T)
+    at = torch.arange(T, dtype=torch.int32).repeat(b)
+    positions = torch.stack([ctx, at], dim=1)  # [b·T, 2]: (context, position)
+    tokens = flat.to(torch.int32)
+    if keep is not None:
+        tokens, positions = tokens[keep], positions[keep]
+    writer.put_rows(rows, tokens.numpy(), positions.numpy())
+
+
+class _Stopped(Exception):
+    """``should_stop`` asked for a stop between batches."""

@@ -29,9 +29,11 @@ from tqdm import tqdm
 from saestudio import __version__
 from saestudio.activations.hookpoints import HookPoint, capture, resolve_hook, run_captured
 from saestudio.activations.manifest import (
+    LOCK,
     HookInfo,
     Manifest,
     StorageDtype,
+    exclusive,
     hook_folder,
     manifest_path,
     open_activation_dataset,
@@ -39,8 +41,10 @@ from saestudio.activations.manifest import (
     open_tokens,
     write_manifest,
 )
+from saestudio.activations.models import DTYPES, load_model, max_positions, model_ref
 from saestudio.activations.store import DataError
 from saestudio.activations.text_data import (
+    ContextReader,
     TextSource,
     bos_token_id,
     iter_contexts,
@@ -61,8 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "mpnet", "albert"}
 # must match between the first run and a resume, or the stored bytes would differ
 RESUME_FIELDS = (
     "model", "model_dtype", "hooks", "storage_dtype", "context_length", "prepend_bos",
@@ -118,12 +120,12 @@ class ExtractConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> ExtractConfig:
         if not self.hooks:
-            raise ValueError("hooks: name at least one hook, e.g. resid_post.3")
+            raise ValueError("--hooks: name at least one hook, e.g. resid_post.3")
         if len(set(self.hooks)) != len(self.hooks):
-            raise ValueError(f"hooks: listed twice: {self.hooks}")
+            raise ValueError(f"--hooks: listed twice: {self.hooks}")
         if self.max_tokens < self.context_length:
             raise ValueError(
-                f"max_tokens: {self.max_tokens} is less than one context "
+                f"--max-tokens: {self.max_tokens} is less than one context "
                 f"({self.context_length} tokens)"
             )
         return self
@@ -138,77 +140,6 @@ class ExtractConfig(BaseModel):
 
     def source(self) -> TextSource:
         return TextSource(self.dataset, self.split, self.text_column, self.dataset_config)
-
-
-# ---- the model ---------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA, else Apple MPS, else CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"--device: {device!r} is not a device ({e})") from e
-
-
-def _model_ref(name_or_path: str) -> str:
-    """A local folder's absolute path, or the hub name as given."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return str(path.resolve())
-    if name_or_path.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model: no such folder: {name_or_path}")
-    return name_or_path
-
-
-def load_model(name_or_path: str, dtype: str = "float32", device: str = "auto") -> nn.Module:
-    """A Hugging Face model in eval mode on ``device``.
-
-    Causal LMs load with ``AutoModelForCausalLM`` (the LM head is needed for the loss
-    metric), encoders with ``AutoModel``. Works offline (``HF_HUB_OFFLINE=1``) for local
-    folders and cached hub models.
-    """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-    ref = _model_ref(name_or_path)
-    if dtype not in DTYPES:
-        raise ValueError(f"--model-dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    dev = resolve_device(device)
-    try:
-        config = AutoConfig.from_pretrained(ref)
-        archs = config.architectures or []
-        if archs:
-            causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-        else:
-            causal = config.model_type not in ENCODER_TYPES
-        model = None
-        if causal:
-            try:
-                model = AutoModelForCausalLM.from_pretrained(ref, dtype=DTYPES[dtype])
-            except ValueError:  # no causal-LM class for this config: fall back to the body
-                log.info("%s has no causal-LM class; loading it with AutoModel", ref)
-        if model is None:
-            model = AutoModel.from_pretrained(ref, dtype=DTYPES[dtype])
-    except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FileNotFoundError(
-            f"--model: cannot load {name_or_path!r} (not a local model folder, and not "
-            f"available from the Hugging Face hub or its cache): {first}"
-        ) from e
-    if getattr(model.config, "use_cache", False):
-        model.config.use_cache = False  # no KV cache: it is memory and time for nothing here
-    return model.to(dev).eval()
-
-
-def max_positions(model: nn.Module) -> int | None:
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
 
 def _probe_dims(model: nn.Module, hooks: list[HookPoint], device: torch.device) -> dict[str, int]:
@@ -253,7 +184,7 @@ def _new_manifest(
 def _resume_or_start(out: Path, fresh: Manifest) -> Manifest:
     """The manifest to continue from: the one on disk when its arguments match."""
     if not manifest_path(out).is_file():
-        if out.exists() and any(out.iterdir()):
+        if any(p.name != LOCK for p in out.iterdir()):
             raise ValueError(
                 f"--out: {out} exists and is not an activation dataset; choose a new folder"
             )
@@ -264,11 +195,16 @@ def _resume_or_start(out: Path, fresh: Manifest) -> Manifest:
         for k in RESUME_FIELDS
         if getattr(old, k) != getattr(fresh, k)
     ]
+    if diff and not old.shards:  # nothing stored yet (e.g. a bad text column): start over
+        log.info("%s: no shard stored yet; starting over with the new arguments", out)
+        return fresh
     if diff:
         raise ValueError(
             f"--out: {out} holds an extraction made with other arguments ({'; '.join(diff)}); "
             "re-run with the same arguments to continue it, or choose another --out"
         )
+    if old.complete:
+        return old
     if old.batch_size != fresh.batch_size:
         log.warning(
             "batch size %d differs from the first run's %d: the remaining shards are computed "
@@ -296,6 +232,7 @@ def extract(
     folders = {h: hook_folder(h) for h in cfg.hooks}
     if len(set(folders.values())) != len(folders):
         raise ValueError(f"--hooks: two hooks map to the same folder: {folders}")
+    cfg.source().describe()  # a missing local file fails before the model loads
     model = load_model(cfg.model, cfg.model_dtype, cfg.device)
     device = next(model.parameters()).device
     limit = max_positions(model)
@@ -310,21 +247,25 @@ def extract(
     specials = special_token_ids(tokenizer)
     if cfg.prepend_bos and bos_token_id(tokenizer) is None:
         log.info("the tokenizer has no BOS/CLS token: contexts start with text")
-    manifest = _resume_or_start(out, _new_manifest(cfg, _model_ref(cfg.model), hooks, specials))
-    if manifest.complete:
-        log.info("%s is already complete (%d contexts)", out, manifest.contexts)
-        return manifest
+    fresh = _new_manifest(cfg, model_ref(cfg.model), hooks, specials)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; name a folder")
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, manifest)
-    writer = ShardWriter(out, manifest, folders, on_shard)
-    try:
-        _run(cfg, model, tokenizer, hps, manifest, writer, progress, should_stop)
-    except _Stopped:
-        return writer.abort()
-    except BaseException:
-        writer.abort()  # finish the file being written, drop the partial shard
-        raise
-    return writer.finish()
+    with exclusive(out):
+        manifest = _resume_or_start(out, fresh)
+        if manifest.complete:
+            log.info("%s is already complete (%d contexts)", out, manifest.contexts)
+            return manifest
+        write_manifest(out, manifest)
+        writer = ShardWriter(out, manifest, folders, on_shard)
+        try:
+            _run(cfg, model, tokenizer, hps, manifest, writer, progress, should_stop)
+        except _Stopped:
+            return writer.abort()
+        except BaseException:
+            writer.abort()  # finish the file being written, drop the partial shard
+            raise
+        return writer.finish()
 
 
 def _skip_stored(contexts: Iterator[list[int]], manifest: Manifest, dataset: str) -> None:
@@ -354,11 +295,12 @@ def _run(
     """The forward loop: batches (never crossing a shard) → the writer thread."""
     T, S, target = cfg.context_length, manifest.shard_contexts, manifest.target_contexts
     device = next(model.parameters()).device
-    n_vocab = model.get_input_embeddings().num_embeddings
+    n_vocab = int(model.get_input_embeddings().num_embeddings)  # type: ignore[operator]
     storage = DTYPES[cfg.dtype]
     special = torch.tensor(manifest.special_token_ids, dtype=torch.long)
     contexts = iter_contexts(cfg.source(), tokenizer, T, cfg.prepend_bos)
     _skip_stored(contexts, manifest, cfg.dataset)  # tokenized again (cheap), not run
+    reader = ContextReader(contexts, T)  # tokenizes ahead while the model runs
     pos = last_end = manifest.contexts
     bar = tqdm(
         total=target * T, initial=pos * T, unit="tok", unit_scale=True, dynamic_ncols=True,
@@ -366,20 +308,19 @@ def _run(
     )  # fmt: skip
     shard_hash = hashlib.sha256()
     t0 = time.perf_counter()
-    with bar, torch.inference_mode(), capture(model, hps, stop_early=True) as acts:
+    with reader, bar, torch.inference_mode(), capture(model, hps, stop_early=True) as acts:
         while pos < target:
             shard_stop = min((pos // S + 1) * S, target)
             want = min(cfg.batch_size, shard_stop - pos)
-            batch = list(islice(contexts, want))
-            exhausted = len(batch) < want  # the text ran out
-            if batch:
-                ids = torch.tensor(batch, dtype=torch.long)  # [b, T]
+            ids = reader.take(want)  # [b, T]
+            exhausted = len(ids) < want  # the text ran out
+            if len(ids):
                 shard_hash.update(ids.to(torch.int32).numpy().tobytes())
                 _forward_and_hand_over(
                     cfg, model, hps, acts, ids, pos, special, storage, writer, n_vocab, device
                 )
-                pos += len(batch)
-                bar.update(len(batch) * T)
+                pos += len(ids)
+                bar.update(len(ids) * T)
             if pos > last_end and (pos == shard_stop or exhausted):
                 writer.end_shard(pos, shard_hash.hexdigest())
                 shard_hash, last_end = hashlib.sha256(), pos
@@ -410,22 +351,35 @@ def _forward_and_hand_over(
             f"({n_vocab}); the tokenizer does not match the model"
         )
     b, T = ids.shape
-    run_captured(model, input_ids=ids.to(device))
+    cuda = device.type == "cuda"
+    run_captured(model, input_ids=ids.to(device, non_blocking=cuda))
     flat = ids.flatten()
-    keep = ~torch.isin(flat, special) if cfg.exclude_special_tokens else None
+    keep = None
+    if cfg.exclude_special_tokens:  # row indices from the CPU ids: no GPU sync to count them
+        keep = (~torch.isin(flat, special)).nonzero().squeeze(1)
+        keep_dev = keep.to(device, non_blocking=cuda)
     rows = {}
     for hp in hps:
         a = acts[hp.name].reshape(b * T, -1)  # [b·T, d]
         if keep is not None:
-            a = a[keep.to(a.device)]
-        rows[hp.name] = a.to(storage).cpu()
+            a = a.index_select(0, keep_dev)
+        a = a.to(storage)
+        if cuda:  # asynchronous copy into pinned memory: the next forward is queued at once
+            host = torch.empty(a.shape, dtype=storage, pin_memory=True)
+            rows[hp.name] = host.copy_(a, non_blocking=True)
+        else:
+            rows[hp.name] = a.cpu()
+    ready = None
+    if cuda:  # the writer waits for this before it reads the rows
+        ready = torch.cuda.Event()
+        ready.record()
     ctx = torch.arange(pos, pos + b, dtype=torch.int32).repeat_interleave(T)
     at = torch.arange(T, dtype=torch.int32).repeat(b)
     positions = torch.stack([ctx, at], dim=1)  # [b·T, 2]: (context, position)
     tokens = flat.to(torch.int32)
     if keep is not None:
         tokens, positions = tokens[keep], positions[keep]
-    writer.put_rows(rows, tokens.numpy(), positions.numpy())
+    writer.put_rows(rows, tokens.numpy(), positions.numpy(), ready)
 
 
 class _Stopped(Exception):

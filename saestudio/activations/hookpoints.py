@@ -199,13 +199,14 @@ def capture(
     handles = []
     stop = stop_early and bool(hooks) and all(hp.layer is not None for hp in hooks)
     fired: set[str] = set()  # hooks seen in the current forward pass
+    needed = len({hp.name for hp in hooks})
 
     def store(name: str, value: Tensor) -> None:
         acts[name] = value.detach().clone()
         if name in fired:  # a new forward pass (the previous one ended without a stop)
             fired.clear()
         fired.add(name)
-        if stop and len(fired) == len(hooks):
+        if stop and len(fired) == needed:
             fired.clear()
             raise _StopForward
 

@@ -6,6 +6,7 @@ Layout (every hook shares the shard boundaries, so row i of every file is one to
     OUT/<hook folder>/shard_00000.npy [rows, d]  (.safetensors, tensor "activations", for bf16)
     OUT/tokens/shard_00000.npy        int32 [rows]     token id of each stored row
     OUT/positions/shard_00000.npy     int32 [rows, 2]  (context index, position in context)
+    OUT/.lock                         empty; locked while an extraction writes the folder
 
 A hook's folder is its name with ``/`` → ``_``; names that could leave ``OUT`` or clash
 with ``tokens``/``positions`` are refused (erratum 8: every user-given name resolves
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +30,10 @@ from pydantic import BaseModel, ValidationError
 from saestudio.activations.hookpoints import HookError
 from saestudio.activations.store import ArrayDataset, DataError
 
-FORMAT = "saestudio.activations/1"
+FORMAT: Literal["saestudio.activations/1"] = "saestudio.activations/1"
 MANIFEST = "manifest.json"
 TOKENS, POSITIONS = "tokens", "positions"
+LOCK = ".lock"  # held by the extraction writing the folder
 _RESERVED = {TOKENS, POSITIONS, MANIFEST}
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -172,6 +176,24 @@ def write_manifest(out: Path, manifest: Manifest) -> None:
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
     os.replace(tmp, out / MANIFEST)
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """One extraction per folder at a time: a second one (another process, or a job
+    retried while the first still runs) is refused. The OS drops the lock when its
+    process dies, so a killed extraction never blocks its own resume."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        yield
+        return
+    with (out / LOCK).open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out: another extraction is writing to {out}") from None
+        yield
 
 
 def _require_complete(path: str | Path, m: Manifest) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from saestudio.activations.buffer import PrefetchIterator
 from saestudio.activations.store import DataError
 
 log = logging.getLogger(__name__)
@@ -251,3 +252,40 @@ def context_batches(contexts: Iterable[list[int]], batch_size: int) -> Iterator[
     it = iter(contexts)
     while batch := list(islice(it, batch_size)):
         yield torch.tensor(batch, dtype=torch.long)
+
+
+class ContextReader:
+    """Token contexts as ``[n, T]`` int64 tensors, packed in a background thread (fast
+    tokenizers release the GIL), so tokenizing overlaps the forward passes."""
+
+    CHUNK = 64  # contexts per hand-over between the threads
+
+    def __init__(self, contexts: Iterator[list[int]], context_length: int):
+        def chunks() -> Iterator[torch.Tensor]:
+            while chunk := list(islice(contexts, self.CHUNK)):
+                yield torch.tensor(chunk, dtype=torch.long)
+
+        self._it = PrefetchIterator(chunks(), prefetch=8)
+        self._buf = torch.empty(0, context_length, dtype=torch.long)
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next ``n`` contexts (fewer when the text runs out)."""
+        parts, have = [], 0
+        while have < n:
+            if not len(self._buf):
+                nxt = next(self._it, None)
+                if nxt is None:
+                    break
+                self._buf = nxt
+            k = min(n - have, len(self._buf))
+            parts.append(self._buf[:k])
+            self._buf, have = self._buf[k:], have + k
+        if not parts:
+            return self._buf[:0]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def __enter__(self) -> ContextReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._it.close()

@@ -34,7 +34,7 @@ class OnTheFlySource:
     """Rows for the named hooks, computed by the model as training consumes them."""
 
     def __init__(self, job: TrainConfig, names: list[str]):
-        from saestudio.activations.extract import load_model
+        from saestudio.activations.models import load_model
 
         assert job.model is not None and job.dataset is not None
         self.job = job
@@ -89,7 +89,9 @@ class OnTheFlySource:
                 yield epoch, w, window
                 w += 1
             if w == 0:
-                raise ValueError(f"dataset: {self.job.dataset} has no text beyond the held-out part")
+                raise ValueError(
+                    f"dataset: {self.job.dataset} has no text beyond the held-out part"
+                )
             epoch += 1
 
     def _chunks(self, position: int) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -100,7 +102,9 @@ class OnTheFlySource:
                 offset -= rows
                 continue
             acts = self.activations(window)
-            perm = torch.from_numpy(np.random.default_rng([self.job.seed, epoch, w]).permutation(rows))
+            perm = torch.from_numpy(
+                np.random.default_rng([self.job.seed, epoch, w]).permutation(rows)
+            )
             yield tuple(acts[n][perm][offset:] for n in self.names)
             offset = 0
 

@@ -50,7 +50,7 @@ class ArraySource:
         self.job = job
         self.data: dict[str, ArrayDataset] = {}
         if is_activation_dataset(job.activations):
-            from saestudio.activations.extract import open_hook
+            from saestudio.activations.manifest import open_hook
 
             for name in names:
                 self.data[name] = open_hook(job.activations, name)

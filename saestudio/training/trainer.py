@@ -144,6 +144,15 @@ class Trainer:
             self.save_checkpoint()
         return t0, rows
 
+    def _downstream(self, exports: dict[str, Path | None]) -> None:
+        """CE loss recovered / KL with each SAE spliced in, when a causal LM is named."""
+        from saestudio.training.downstream_report import downstream_lines
+
+        for run, line in downstream_lines(self.cfg, self.runs, exports, self.source, self.step):
+            extra = {k: v for k, v in line.items() if k not in ("step", "sae")}
+            run.last_eval = {**run.last_eval, **extra}
+            self._emit(run, line)
+
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         for run in self.runs:
@@ -182,6 +191,8 @@ class Trainer:
         exports = {
             r.label: r.export(self.step) if status == "completed" else None for r in self.runs
         }
+        if status == "completed":
+            self._downstream(exports)
         for cb in self.callbacks:
             cb.on_end(status, self.step)
         first = self.runs[0]

@@ -239,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from saestudio.commands_eval import register as register_eval
+    from saestudio.commands_extract import register as register_extract
 
+    register_extract(sub)
     register_eval(sub)
     return parser
 

@@ -66,6 +66,12 @@ class TrainConfig(BaseModel):
     exclude_special_tokens: bool = Field(
         False, description="On-the-fly: drop BOS/EOS/pad positions from the training rows."
     )
+    downstream_contexts: int = Field(
+        16,
+        ge=0,
+        description="At the end, contexts of text on which to measure next-token loss with "
+        "each SAE spliced in (CE loss recovered, KL) when the model is a causal LM; 0 = off.",
+    )
     hook: list[str] = Field(
         default_factory=list,
         description="Hook(s) to train on (activation datasets and on-the-fly), e.g. "

@@ -23,8 +23,6 @@ from saestudio.training.sae_run import SAERun
 
 log = logging.getLogger(__name__)
 
-EVAL_CONTEXTS = 16
-
 
 def _manifest(job: TrainConfig) -> dict[str, Any]:
     path = Path(job.activations or "") / "manifest.json"
@@ -71,7 +69,7 @@ def downstream_lines(
     manifest = _manifest(job)
     text = _text(job, manifest)
     name = job.model or manifest.get("model")
-    if name is None or text is None:
+    if name is None or text is None or job.downstream_contexts == 0:
         return []
     loaded = _model(name, job, source)
     if loaded is None:
@@ -79,7 +77,7 @@ def downstream_lines(
         return []
     model, tokenizer = loaded
     length = manifest.get("context_length", job.context_length)
-    contexts = list(islice(iter_contexts(text, tokenizer, length), EVAL_CONTEXTS))
+    contexts = list(islice(iter_contexts(text, tokenizer, length), job.downstream_contexts))
     if not contexts:
         return []
     ids = torch.tensor(contexts, dtype=torch.long)

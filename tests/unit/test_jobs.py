@@ -20,9 +20,18 @@ from saestudio.training import TrainConfig, TrainerCallback, train
 @pytest.fixture(scope="module")
 def gpt2_acts(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("acts") / "gpt2"
-    extract(ExtractConfig(model=model_dirs["gpt2"], dataset="demo:pydoc",
-                          hooks=["resid_post.0", "resid_post.1"], out=str(out),
-                          context_length=32, max_tokens=8192, batch_size=16), progress=False)
+    extract(
+        ExtractConfig(
+            model=model_dirs["gpt2"],
+            dataset="demo:pydoc",
+            hooks=["resid_post.0", "resid_post.1"],
+            out=str(out),
+            context_length=32,
+            max_tokens=8192,
+            batch_size=16,
+        ),
+        progress=False,
+    )
     return out
 
 
@@ -32,27 +41,48 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _job(**kw: object) -> TrainConfig:
-    base: dict = {"sae": {"architecture": "topk", "d_sae": 128, "k": 4}, "steps": 40,
-                  "batch_size": 128, "log_every": 10, "eval_tokens": 512,
-                  "shuffle_buffer_rows": 1024, "shuffle_block_rows": 256}
+    base: dict = {
+        "sae": {"architecture": "topk", "d_sae": 128, "k": 4},
+        "steps": 40,
+        "batch_size": 128,
+        "log_every": 10,
+        "eval_tokens": 512,
+        "shuffle_buffer_rows": 1024,
+        "shuffle_block_rows": 256,
+    }
     base.update(kw)
     return TrainConfig.model_validate(base)
 
 
 def test_two_hooks_times_two_k_equal_four_separate_runs(gpt2_acts: Path, tmp_path: Path) -> None:
-    job = train(_job(activations=str(gpt2_acts), hook="resid_post.0,resid_post.1",
-                     sweep="k=2,6", out=str(tmp_path / "job")))
+    job = train(
+        _job(
+            activations=str(gpt2_acts),
+            hook="resid_post.0,resid_post.1",
+            sweep="k=2,6",
+            out=str(tmp_path / "job"),
+        )
+    )
     assert len(job.saes) == 4
     for hook in ("resid_post.0", "resid_post.1"):
         for k in (2, 6):
             label = f"{hook}_k={k}"
             alone = tmp_path / f"alone_{label}"
-            train(_job(activations=str(gpt2_acts), hook=hook, out=str(alone),
-                       sae={"architecture": "topk", "d_sae": 128, "k": k}))
+            train(
+                _job(
+                    activations=str(gpt2_acts),
+                    hook=hook,
+                    out=str(alone),
+                    sae={"architecture": "topk", "d_sae": 128, "k": k},
+                )
+            )
             joint = tmp_path / "job" / label
             cfg = json.loads((joint / "cfg.json").read_text())
             assert (cfg["k"], cfg["metadata"]["hook_name"]) == (k, hook)
-            wa, wb = load_file(alone / "sae_weights.safetensors"), load_file(joint / "sae_weights.safetensors")
+            wa, wb = (
+                load_file(alone / "sae_weights.safetensors"),
+                load_file(joint / "sae_weights.safetensors"),
+            )
             for name in wa:
                 torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=0)
             assert _lines(joint) == _lines(alone)
@@ -86,8 +116,14 @@ class _StopAt(TrainerCallback):
 
 
 def test_on_the_fly_trains_and_resumes_exactly(model_dirs: dict[str, str], tmp_path: Path) -> None:
-    base = {"model": model_dirs["gpt2"], "dataset": "demo:pydoc", "hook": "resid_post.1",
-            "context_length": 32, "steps": 30, "model_batch_size": 8}
+    base = {
+        "model": model_dirs["gpt2"],
+        "dataset": "demo:pydoc",
+        "hook": "resid_post.1",
+        "context_length": 32,
+        "steps": 30,
+        "model_batch_size": 8,
+    }
     straight = train(_job(**base, out=str(tmp_path / "a")))
     assert straight.status == "completed"
     cfg_b = _job(**base, out=str(tmp_path / "b"))

@@ -17,8 +17,14 @@ from saestudio.training.metrics import reconstruction_metrics
 
 
 def _cfg(acts: Path, out: Path, **kw: object) -> TrainConfig:
-    base: dict = {"activations": str(acts), "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
-                  "steps": 60, "batch_size": 64, "log_every": 10, "out": str(out)}
+    base: dict = {
+        "activations": str(acts),
+        "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
+        "steps": 60,
+        "batch_size": 64,
+        "log_every": 10,
+        "out": str(out),
+    }
     base.update(kw)
     return TrainConfig.model_validate(base)
 
@@ -49,12 +55,18 @@ def test_gradient_accumulation_matches_full_batch(small_acts: Path, tmp_path: Pa
     ("arch", "unit"),
     [("topk", True), ("jumprelu", True), ("standard_anthropic", True), ("standard", False)],
 )
-def test_decoder_norms_per_architecture(small_acts: Path, tmp_path: Path, arch: str,
-                                        unit: bool) -> None:
+def test_decoder_norms_per_architecture(
+    small_acts: Path, tmp_path: Path, arch: str, unit: bool
+) -> None:
     """Unit-norm decoders stay unit norm through training (erratum 5); the SAELens-style
     standard SAE is unconstrained and pays for norm through its weighted L1 instead."""
-    cfg = _cfg(small_acts, tmp_path, sae={"architecture": arch, "d_sae": 64},
-               normalize_activations="none", lr=3e-3)
+    cfg = _cfg(
+        small_acts,
+        tmp_path,
+        sae={"architecture": arch, "d_sae": 64},
+        normalize_activations="none",
+        lr=3e-3,
+    )
     result = train(cfg)
     from saestudio.export import sae_from_checkpoint
 
@@ -108,14 +120,23 @@ def test_normalisation_is_folded_into_the_export(tmp_path: Path, mode: str) -> N
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((3000, 16)) * 7.0 + 3.0).astype(np.float32)  # far from unit scale
     np.save(tmp_path / "x.npy", x)
-    result = train(_cfg(tmp_path / "x.npy", tmp_path / "run", normalize_activations=mode,
-                        sae={"architecture": "standard", "d_sae": 64}, eval_tokens=300))
+    result = train(
+        _cfg(
+            tmp_path / "x.npy",
+            tmp_path / "run",
+            normalize_activations=mode,
+            sae={"architecture": "standard", "d_sae": 64},
+            eval_tokens=300,
+        )
+    )
     sae = load_saelens(result.sae_path)
     held_out = torch.from_numpy(x[-300:])
     out = sae(held_out)
     fvu = float(reconstruction_metrics(held_out, out.x_hat, out.z)["fvu"])
     assert fvu == pytest.approx(result.eval["eval_fvu"], abs=1e-4)
-    assert json.loads((tmp_path / "run" / "cfg.json").read_text())["normalize_activations"] == "none"
+    assert (
+        json.loads((tmp_path / "run" / "cfg.json").read_text())["normalize_activations"] == "none"
+    )
 
 
 def test_sweep_trains_each_sae_as_if_alone(small_acts: Path, tmp_path: Path) -> None:
@@ -140,8 +161,18 @@ def test_sweep_trains_each_sae_as_if_alone(small_acts: Path, tmp_path: Path) -> 
 
 
 def test_sweep_of_sparsity_coefficient_orders_l0(small_acts: Path, tmp_path: Path) -> None:
-    result = train(_cfg(small_acts, tmp_path, sae={"architecture": "jumprelu", "d_sae": 64},
-                        sweep={"sparsity_coefficient": [1e-4, 3e-2]}, lr=4e-3, steps=80))
-    l0 = {label: json.loads((tmp_path / label / "metrics.jsonl").read_text().splitlines()[-1])
-          for label in result.saes}
+    result = train(
+        _cfg(
+            small_acts,
+            tmp_path,
+            sae={"architecture": "jumprelu", "d_sae": 64},
+            sweep={"sparsity_coefficient": [1e-4, 3e-2]},
+            lr=4e-3,
+            steps=80,
+        )
+    )
+    l0 = {
+        label: json.loads((tmp_path / label / "metrics.jsonl").read_text().splitlines()[-1])
+        for label in result.saes
+    }
     assert l0["sparsity_coefficient=0.03"]["eval_l0"] < l0["sparsity_coefficient=0.0001"]["eval_l0"]

@@ -233,9 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="a short real training on synthetic ground-truth activations")
+    p = sub.add_parser("demo", help="extract MiniLM activations over the Python docs and train a TopK SAE")
     p.add_argument("--out", default="runs/demo", help="output folder")
-    p.add_argument("--steps", type=int, default=600, help="training steps")
+    p.add_argument("--steps", type=int, default=400, help="training steps")
     p.set_defaults(func=cmd_demo)
 
     from saestudio.commands_eval import register as register_eval

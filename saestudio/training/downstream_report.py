@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from saestudio.activations.downstream import evaluate_downstream
+from saestudio.activations.downstream import evaluate_downstream, is_causal_lm_class
 from saestudio.activations.text_data import TextSource, iter_contexts, load_tokenizer
 from saestudio.sae.saelens_load import load_saelens
 from saestudio.training.config import TrainConfig
@@ -49,9 +49,14 @@ def _model(name: str, job: TrainConfig, source: Any) -> tuple[Any, Any] | None:
     if getattr(source, "model", None) is not None:  # on the fly: already loaded
         model, tokenizer = source.model, source.tokenizer
     else:
+        from transformers import AutoConfig
+
         from saestudio.activations.models import load_model
 
         try:
+            archs = AutoConfig.from_pretrained(name).architectures or []
+            if not any(is_causal_lm_class(a) for a in archs):
+                return None  # an encoder: no next-token loss to measure
             model = load_model(name, "float32", job.device)
             tokenizer = load_tokenizer(name)
         except (OSError, ValueError) as e:

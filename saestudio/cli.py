@@ -145,11 +145,16 @@ def _stop_on_signals(progress: Any) -> Iterator[None]:
 def cmd_train(args: argparse.Namespace) -> int:
     from saestudio.progress import ProgressCallback
     from saestudio.training import checkpoint as ckpt
-    from saestudio.training.trainer import Trainer
+    from saestudio.training.trainer import JOB_FILE, Trainer
 
     base = None
     if args.resume:
-        base = ckpt.load_checkpoint(args.resume).state["config"]
+        job = Path(args.resume) / JOB_FILE
+        base = (
+            json.loads(job.read_text())
+            if job.is_file()
+            else ckpt.load_checkpoint(args.resume).state["config"]
+        )
     cfg = load_config(args, base)
     progress = ProgressCallback(quiet=args.quiet)
     with _stop_on_signals(progress):
@@ -233,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="extract MiniLM activations over the Python docs and train a TopK SAE")
+    p = sub.add_parser(
+        "demo", help="extract MiniLM activations over the Python docs and train a TopK SAE"
+    )
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--steps", type=int, default=400, help="training steps")
     p.set_defaults(func=cmd_demo)

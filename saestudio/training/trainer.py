@@ -8,6 +8,7 @@ sweep value from a single activation stream — reports through
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from saestudio.training.sae_run import SAERun, StepResult, TrainingDiverged, exp
 from saestudio.training.sources import TrainingSource, open_source, stream_names
 
 log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"
 
 __all__ = ["TrainResult", "Trainer", "TrainingDiverged", "export_sae", "pick_device", "train"]
 
@@ -155,6 +158,10 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        out = Path(self.cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        # the whole job's config: what `saestudio train --resume OUT` starts from
+        (out / JOB_FILE).write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=1))
         for run in self.runs:
             run.metrics_file.on_start(
                 step=self.step, total_steps=self.steps, resolved=run.hp.to_json()

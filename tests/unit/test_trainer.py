@@ -176,3 +176,24 @@ def test_sweep_of_sparsity_coefficient_orders_l0(small_acts: Path, tmp_path: Pat
         for label in result.saes
     }
     assert l0["sparsity_coefficient=0.03"]["eval_l0"] < l0["sparsity_coefficient=0.0001"]["eval_l0"]
+
+
+def test_cli_resumes_a_many_sae_job(small_acts: Path, tmp_path: Path) -> None:
+    from saestudio.cli import main
+
+    args = ["train", "--activations", str(small_acts), "--architecture", "topk", "--d-sae", "32",
+            "--sweep", "k=2,4", "--steps", "40", "--batch-size", "64", "--quiet",
+            "--checkpoint-every", "20"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    import shutil
+
+    for label in ("k=2", "k=4"):  # as if killed after the step-20 checkpoints
+        shutil.rmtree(tmp_path / "b" / label / "checkpoints" / "step_00000040")
+        (tmp_path / "b" / label / "sae_weights.safetensors").unlink()
+    assert main(["train", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
+    for label in ("k=2", "k=4"):
+        wa = _weights(tmp_path / "a" / label)
+        wb = _weights(tmp_path / "b" / label)
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name])

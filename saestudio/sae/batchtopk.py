@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.topk import DEFAULTS as TOPK_DEFAULTS
 from saestudio.sae.topk import TopKSAE
@@ -25,6 +26,10 @@ class BatchTopKSAE(TopKSAE):
         # -1 means "not yet seen a batch"; eval mode then falls back to ReLU (θ = 0)
         self.threshold_ema: Tensor
         self.register_buffer("threshold_ema", torch.tensor(-1.0))
+
+    # the batch-level selection gives each row a different number of latents: decode via
+    # the dense base-class path, not TopK's per-row sparse one
+    forward = SparseAutoencoder.forward
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         if not self.training:

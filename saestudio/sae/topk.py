@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from saestudio.sae.base import ArchDefaults, ForwardOutput, LossSettings, SparseAutoencoder
@@ -18,6 +19,16 @@ def topk_activation(pre_acts: Tensor, k: int) -> Tensor:
     """Keep each row's k largest pre-activations, ReLU'd; zeros elsewhere. ``[batch, d_sae]``."""
     values, indices = pre_acts.topk(k, dim=-1, sorted=False)
     return torch.zeros_like(pre_acts).scatter_(-1, indices, values.relu())
+
+
+def sparse_decode(indices: Tensor, values: Tensor, W_dec: Tensor) -> Tensor:
+    """Σ_j values[b, j] · W_dec[indices[b, j]] → ``[batch, d_out]`` without a dense z.
+
+    ``embedding_bag`` touches k decoder rows per input instead of multiplying by a
+    ``[batch, d_sae]`` matrix that is almost all zeros, forward and backward (its weight
+    gradient is accumulated row by row). Same function as ``z @ W_dec``.
+    """
+    return F.embedding_bag(indices, W_dec, per_sample_weights=values.to(W_dec.dtype), mode="sum")
 
 
 def auxk_loss(
@@ -36,8 +47,8 @@ def auxk_loss(
     k_aux = min(settings.aux_k, sae.d_sae)
     masked = out.pre_acts.masked_fill(~settings.dead_mask, float("-inf"))
     values, indices = masked.topk(k_aux, dim=-1, sorted=False)
-    z_aux = torch.zeros_like(out.pre_acts).scatter_(-1, indices, values.relu())
-    recon = z_aux @ sae.W_dec  # [batch, d_out], no bias: it models the residual
+    # no bias: it models the residual; -inf (live latents) ReLU to 0 weight
+    recon = sparse_decode(indices, values.relu(), sae.W_dec)  # [batch, d_out]
     err = (recon - residual).pow(2).sum(dim=-1).mean()
     var = (residual - residual.mean(0)).pow(2).sum(dim=-1).mean().clamp_min(1e-12)
     any_dead = settings.dead_mask.any().to(err.dtype)
@@ -52,6 +63,18 @@ class TopKSAE(SparseAutoencoder):
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         return topk_activation(pre_acts, self.cfg.k)
+
+    def forward(self, x: Tensor) -> ForwardOutput:
+        """As the base class, but decoding the k active latents sparsely (``sparse_decode``)."""
+        pre = self.pre_activations(x)
+        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        values = values.relu()
+        x_hat = sparse_decode(indices, values, self.W_dec).to(pre.dtype) + self.b_dec
+        skip = self.skip_path(x)
+        if skip is not None:
+            x_hat = x_hat + skip
+        z = torch.zeros_like(pre).scatter(-1, indices, values)  # dense view, for metrics
+        return ForwardOutput(x_hat, z, pre)
 
     def sparsity_terms(self, out: ForwardOutput, settings: LossSettings) -> dict[str, Tensor]:
         return {}  # sparsity is structural

@@ -1,0 +1,182 @@
+"""The database behind the job layer: :class:`SqlJobStore` implements the protocols of
+``saestudio.jobs`` (``JobStore``, ``RunStore``, ``ExtractionStore``) on the repository
+functions. Structural typing: nothing here imports the jobs layer (imports point down).
+
+Each call is one short transaction of its own, so the heartbeat thread and the training
+thread of a job never share a session. Paths cross this boundary absolute (what the
+trainer writes) and are stored relative to the data dir.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from sqlalchemy.orm import Session
+
+from saestudio.store import checkpoints as ckpts
+from saestudio.store import datasets, metrics, trainings
+from saestudio.store.db import session_scope
+from saestudio.store.models import ActivationDataset, Training
+
+if TYPE_CHECKING:
+    from saestudio.activations.extract import ExtractConfig
+    from saestudio.training.config import TrainConfig
+
+JobKind = Literal["training", "extraction"]
+
+
+class _Base:
+    def __init__(self, url: str, data_dir: Path):
+        self.url, self.data_dir = url, Path(data_dir).resolve()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with session_scope(self.url) as s:
+            yield s
+
+    def rel(self, path: str | Path) -> str:
+        """``path`` relative to the data dir (ValueError when it is outside)."""
+        p = Path(path)
+        p = p if p.is_absolute() else self.data_dir / p
+        try:
+            return p.resolve().relative_to(self.data_dir).as_posix()
+        except ValueError:
+            raise ValueError(f"{path} is outside the data dir {self.data_dir}") from None
+
+
+class SqlRunStore(_Base):
+    """``RunStore``: one training's reports."""
+
+    def get_control(self, training_id: int) -> str | None:
+        with self.session() as s:
+            return trainings.get_training(s, int(training_id)).control
+
+    def set_status(self, training_id: int, status: str, **fields: Any) -> None:
+        worker = fields.pop("worker", None) or fields.pop("hostname", None)
+        error = fields.pop("error", None)
+        if "exports" not in fields and fields.get("sae_paths"):
+            fields["exports"] = fields["sae_paths"]
+        if fields.get("exports"):
+            fields["exports"] = {k: self.rel(v) for k, v in fields["exports"].items()}
+        known = {k: v for k, v in fields.items() if k in trainings.PROGRESS}
+        with self.session() as s:
+            trainings.set_status(s, int(training_id), status, error=error, worker=worker, **known)
+
+    def add_metrics(self, training_id: int, lines: list[dict[str, Any]]) -> None:
+        with self.session() as s:
+            metrics.add_metrics(s, int(training_id), lines)
+
+    def add_checkpoint(
+        self,
+        training_id: int,
+        sae: str,
+        step: int,
+        path: str,
+        is_best: bool,
+        eval_loss: float | None,
+    ) -> None:
+        folder = Path(path)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        with self.session() as s:
+            ckpts.add_checkpoint(
+                s,
+                int(training_id),
+                sae=sae,
+                step=step,
+                path=self.rel(folder),
+                is_best=is_best,
+                eval_loss=eval_loss,
+                size_bytes=size if folder.is_dir() else None,
+            )
+
+    def delete_metrics_after(self, training_id: int, step: int) -> None:
+        with self.session() as s:
+            metrics.delete_metrics_after(s, int(training_id), step)
+            # the checkpoints a restarted job will write again, or never reach
+            ckpts.delete_checkpoints_after(s, int(training_id), step)
+
+    def heartbeat(self, training_id: int, hostname: str, **progress: Any) -> bool:
+        known = {k: v for k, v in progress.items() if k in trainings.BEAT}
+        with self.session() as s:
+            return trainings.heartbeat(s, int(training_id), hostname, **known).owned
+
+
+class SqlExtractionStore(_Base):
+    """``ExtractionStore``: one extraction's reports."""
+
+    def get_control(self, dataset_id: int) -> str | None:
+        with self.session() as s:
+            return datasets.get_dataset(s, int(dataset_id)).control
+
+    def set_status(self, dataset_id: int, status: str, **fields: Any) -> None:
+        worker = fields.pop("worker", None) or fields.pop("hostname", None)
+        error = fields.pop("error", None)
+        known = {k: v for k, v in fields.items() if k in datasets.PROGRESS}
+        with self.session() as s:
+            datasets.set_dataset_status(
+                s, int(dataset_id), status, error=error, worker=worker, **known
+            )
+
+    def heartbeat(self, dataset_id: int, hostname: str, **progress: Any) -> bool:
+        known = {k: v for k, v in progress.items() if k in datasets.PROGRESS}
+        with self.session() as s:
+            return datasets.dataset_heartbeat(s, int(dataset_id), hostname, **known).owned
+
+
+class SqlJobStore(_Base):
+    """``JobStore``: loading, claiming and recovering jobs, plus the runners' stores."""
+
+    def __init__(self, url: str, data_dir: Path):
+        super().__init__(url, data_dir)
+        self._trainings = SqlRunStore(url, data_dir)
+        self._datasets = SqlExtractionStore(url, data_dir)
+
+    @property
+    def trainings(self) -> SqlRunStore:
+        return self._trainings
+
+    @property
+    def datasets(self) -> SqlExtractionStore:
+        return self._datasets
+
+    def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
+        from saestudio.training.config import TrainConfig
+
+        with self.session() as s:
+            row = s.get(Training, int(training_id))
+            if row is None:
+                return None
+            return TrainConfig.model_validate(row.config), self.data_dir / row.out_dir
+
+    def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
+        from saestudio.activations.extract import ExtractConfig
+
+        with self.session() as s:
+            row = s.get(ActivationDataset, int(dataset_id))
+            if row is None:
+                return None
+            out = str(self.data_dir / row.path)
+            return ExtractConfig.model_validate({**row.config, "out": out})
+
+    def claim(self, kind: JobKind, job_id: int, hostname: str, stale_after_s: float) -> bool:
+        take = trainings.claim if kind == "training" else datasets.claim_dataset
+        with self.session() as s:
+            return take(s, int(job_id), hostname, stale_after_s=stale_after_s) is not None
+
+    def claim_stale(self, stale_after_s: float) -> list[tuple[JobKind, int]]:
+        with self.session() as s:
+            runs = trainings.requeue_stale(s, stale_after_s)
+            extractions = datasets.requeue_stale_extractions(s, stale_after_s)
+        found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
+        return found + [("extraction", d.id) for d in extractions]
+
+
+def default_job_store() -> SqlJobStore:
+    """The store on ``Settings.db_url`` and ``Settings.data_dir``."""
+    from saestudio.settings import get_settings
+
+    settings = get_settings()
+    return SqlJobStore(settings.db_url, settings.data_dir)

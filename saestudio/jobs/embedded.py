@@ -1,0 +1,92 @@
+"""The embedded worker: ``saestudio serve`` starts one Celery worker process beside the API,
+on the SQLite broker under the data dir — nothing to install.
+
+The worker is a real ``celery worker`` subprocess (solo pool, one job at a time), so a
+training never shares the API's process or GIL, and a crash in one leaves the other up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from saestudio.jobs.celery_app import prepare_broker
+from saestudio.settings import Settings
+
+APP_MODULE = "saestudio.jobs.celery_app"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``SAESTUDIO_*`` variables that make the worker's ``get_settings()`` equal
+    ``settings`` (the broker spelled out, so both sides agree on the default). The API
+    token stays out: the worker serves no requests."""
+    env = {
+        f"SAESTUDIO_{name.upper()}": str(value)
+        for name, value in settings.model_dump(exclude={"api_token"}).items()
+        if value is not None
+    }
+    env["SAESTUDIO_BROKER_URL"] = settings.celery_broker
+    env["SAESTUDIO_DATABASE_URL"] = settings.db_url
+    return env
+
+
+def start_worker(
+    settings: Settings,
+    *,
+    include: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    log_file: Path | None = None,
+    name: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``celery -A saestudio.jobs.celery_app worker --pool=solo`` on
+    ``settings.queue``.
+
+    ``include``: extra modules the worker imports (e.g. a store backend); ``env``: extra
+    environment; output goes to ``log_file`` (default ``DATA_DIR/logs/worker.log``,
+    appended — a pipe nobody reads would fill and stall the worker).
+    """
+    prepare_broker(settings.celery_broker)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_file = log_file or settings.data_dir / "logs" / "worker.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "celery", "-A", APP_MODULE, "worker",
+        "--pool=solo", "--concurrency=1", "-Q", settings.queue,
+        "-n", name or f"saestudio-{uuid.uuid4().hex[:8]}@%h",
+        # no broadcast chatter: the SQLite transport has no fanout, and these only slow
+        # the start down
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--loglevel=INFO",
+    ]  # fmt: skip
+    if include:
+        cmd += ["--include", ",".join(include)]
+    child_env = {k: v for k, v in os.environ.items() if k != "SAESTUDIO_API_TOKEN"}
+    child_env.update(settings_env(settings), **(env or {}))
+    with log_file.open("ab") as out:
+        # own session: a Ctrl-C meant for `saestudio serve` must not reach the worker
+        # directly; serve stops it with stop_worker, which lets the job checkpoint
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            start_new_session=True,
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """SIGTERM (warm shutdown: the running job checkpoints and re-queues itself), then
+    SIGKILL after ``timeout`` seconds. Returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()

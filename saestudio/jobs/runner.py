@@ -1,0 +1,344 @@
+"""Jobs without Celery and without a database: train or extract, reporting to a store.
+
+:func:`run_training` and :func:`run_extraction` are what the Celery tasks call; they know
+the store only through the :class:`RunStore` / :class:`ExtractionStore` protocols (the DB
+layer implements them), so they run and are tested alone.
+
+Guarantees a store can rely on:
+
+- metrics arrive in batches (at most one ``add_metrics`` every ``flush_s``, plus one at
+  each checkpoint and at the end — erratum 9);
+- every metrics line at or before a checkpoint's step is stored *before* that checkpoint
+  is written, and a (re)started job first calls ``delete_metrics_after(its start step)``,
+  so a resumed or redelivered job neither loses nor duplicates lines;
+- a job calls ``heartbeat`` every ``heartbeat_s`` from a background thread while it runs
+  (the watchdog in :mod:`saestudio.jobs.tasks` re-queues jobs whose heartbeat stops).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from saestudio.activations.extract import ExtractConfig, extract
+from saestudio.activations.manifest import Manifest
+from saestudio.export import export_checkpoint
+from saestudio.jobs.adapter import ControlPoller, Heartbeat, JobLost, StoreCallback, one_line
+from saestudio.jobs.events import GLOBAL_CHANNEL, EventSink, dataset_channel, training_channel
+from saestudio.training import checkpoint as ckpt
+from saestudio.training.config import TrainConfig
+from saestudio.training.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CONTROLS",
+    "ExtractionStore",
+    "JobTiming",
+    "RunStore",
+    "resume_step",
+    "run_extraction",
+    "run_training",
+]
+
+CONTROLS = ("pause", "stop", "stop_and_finalize")
+"""What a user may ask of a running job (``get_control``)."""
+
+
+class RunStore(Protocol):
+    """What a training job needs from the database (one row of ``trainings``).
+
+    Ids are the rows' integer keys. Methods may be called from several threads (the
+    heartbeat runs in its own). Statuses: queued, running, paused, cancelled, completed,
+    failed (``saestudio.store.states``).
+    """
+
+    def get_control(self, training_id: int) -> str | None:
+        """The pending user request: ``pause``, ``stop``, ``stop_and_finalize`` or None."""
+        ...
+
+    def set_status(self, training_id: int, status: str, **fields: Any) -> None:
+        """Record a status and progress fields: ``step``, ``total_steps``, ``worker``,
+        ``error`` (None clears it), ``exports`` ({SAE label: SAELens folder}). Setting
+        paused, cancelled, completed or failed clears the pending control request: the
+        job has acted on it."""
+        ...
+
+    def add_metrics(self, training_id: int, lines: list[dict[str, Any]]) -> None:
+        """Store trainer lines (each has ``sae`` and ``step``; one line per (sae, step)
+        in a call, the step's training/density/eval lines merged). Upsert: a later call
+        may bring more fields for a stored (sae, step), e.g. the final evaluation."""
+        ...
+
+    def add_checkpoint(
+        self,
+        training_id: int,
+        sae: str,
+        step: int,
+        path: str,
+        is_best: bool,
+        eval_loss: float | None,
+    ) -> None:
+        """A checkpoint folder was written. Idempotent on (training, sae, step): a resumed
+        job records the checkpoint it resumes from again. ``is_best`` moves the best
+        mark. The trainer prunes old folders (best + last ``keep_checkpoints``)."""
+        ...
+
+    def delete_metrics_after(self, training_id: int, step: int) -> None:
+        """Drop metrics rows with a step above ``step`` (a job restarts from there)."""
+        ...
+
+    def heartbeat(self, training_id: int, hostname: str, **progress: Any) -> bool | None:
+        """The job is alive on ``hostname``; ``progress``: ``step``, ``total_steps``,
+        ``eta_seconds``, ``latest_metrics`` (the card's live numbers between flushes).
+        Return False when the job is no longer this worker's (re-queued, deleted): the
+        job then stops without writing anything more."""
+        ...
+
+
+class ExtractionStore(Protocol):
+    """What an extraction job needs from the database (one row of
+    ``activation_datasets``); the same semantics as :class:`RunStore`. Progress fields:
+    ``contexts``, ``target_contexts``, ``rows``, ``progress``, ``worker``, ``error``."""
+
+    def get_control(self, dataset_id: int) -> str | None: ...
+
+    def set_status(self, dataset_id: int, status: str, **fields: Any) -> None: ...
+
+    def heartbeat(self, dataset_id: int, hostname: str, **progress: Any) -> bool | None: ...
+
+
+class JobTiming(BaseSettings):
+    """How often a job talks to the store, and when the watchdog calls a job dead.
+    From ``SAESTUDIO_JOB_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SAESTUDIO_JOB_", env_file=".env", extra="ignore")
+
+    flush_s: float = Field(0.5, ge=0, description="Write buffered metrics at most this often.")
+    poll_s: float = Field(0.5, ge=0, description="Read the control request at most this often.")
+    heartbeat_s: float = Field(5.0, gt=0, description="Heartbeat period of a running job.")
+    stale_after_s: float = Field(
+        60.0, gt=0, description="A running job without a heartbeat for this long is dead."
+    )
+    watchdog_every_s: float = Field(10.0, gt=0, description="How often workers look for them.")
+
+
+class _Reporter:
+    """Status changes to the store, then to the job's and the global event channel
+    (``extra``: details for the event only)."""
+
+    def __init__(self, job_id: int, set_status: Any, events: EventSink, channel: str, kind: str):
+        self.job_id, self._set, self.events, self.channel = job_id, set_status, events, channel
+        self.key = f"{kind}_id"
+
+    def __call__(self, status: str, extra: dict[str, Any] | None = None, **fields: Any) -> None:
+        self._set(self.job_id, status, **fields)
+        event = {
+            "type": "status",
+            self.key: self.job_id,
+            "status": status,
+            **fields,
+            **(extra or {}),
+        }
+        self.events.publish(self.channel, event)
+        self.events.publish(GLOBAL_CHANNEL, event)
+
+
+def resume_step(cfg: TrainConfig) -> int | None:
+    """The latest checkpoint step every SAE of the job reached, or None (start fresh)."""
+    common: set[int] | None = None
+    for _, job in cfg.sae_jobs():
+        root = Path(job.out) / "checkpoints"
+        steps = {
+            int(d.name.split("_")[1])
+            for d in root.glob("step_*")
+            if not d.name.endswith(".tmp") and (d / ckpt.STATE_FILE).is_file()
+        }
+        common = steps if common is None else common & steps
+    return max(common) if common else None
+
+
+def _record_resumed_checkpoints(
+    training_id: int, cfg: TrainConfig, step: int, store: RunStore
+) -> None:
+    """Record the checkpoint we resume from again: a kill between writing a checkpoint
+    and recording it would otherwise leave it out of the database."""
+    for label, job in cfg.sae_jobs():
+        root = Path(job.out) / "checkpoints"
+        path = ckpt.step_dir(root, step)
+        state = json.loads((path / ckpt.STATE_FILE).read_text())
+        best = ckpt.read_best(root)
+        is_best = best is not None and best["step"] == step
+        store.add_checkpoint(training_id, label, step, str(path), is_best, state.get("eval_loss"))
+
+
+def run_training(
+    training_id: int,
+    cfg: TrainConfig,
+    run_dir: Path,
+    store: RunStore,
+    events: EventSink,
+    *,
+    hostname: str | None = None,
+    timing: JobTiming | None = None,
+    interrupt: threading.Event | None = None,
+) -> str:
+    """Train (or resume, when ``run_dir`` holds checkpoints) and report to ``store``.
+
+    Returns the status recorded: completed, paused, cancelled or failed — or
+    ``interrupted`` when ``interrupt`` was set (the worker is shutting down): the run
+    checkpointed, its status is back to ``queued`` and the caller should re-enqueue it;
+    or ``lost`` (nothing recorded) when the store gave the job to another worker.
+    ``cfg.out`` is replaced by ``run_dir`` (the service decides where runs live).
+    """
+    timing = timing or JobTiming()
+    hostname = hostname or socket.gethostname()
+    channel = training_channel(training_id)
+    report = _Reporter(training_id, store.set_status, events, channel, "training")
+    if Path(cfg.out) != Path(run_dir):
+        cfg = cfg.model_copy(update={"out": str(run_dir)})
+    progress: dict[str, Any] = {"total_steps": cfg.total_steps}
+
+    def beat() -> bool | None:
+        return store.heartbeat(training_id, hostname, **(cb.progress if cb else progress))
+
+    cb: StoreCallback | None = None
+    heart = Heartbeat(beat, timing.heartbeat_s, timing.stale_after_s)
+    try:
+        with heart:
+            heart.check()  # claimed by another worker meanwhile: write nothing
+            start = resume_step(cfg)
+            store.delete_metrics_after(training_id, start or 0)
+            if start is None:  # a dead job's partial checkpoints must not rank as best
+                for _, job in cfg.sae_jobs():
+                    if (Path(job.out) / "checkpoints").is_dir():
+                        ckpt.drop_after(Path(job.out) / "checkpoints", 0)
+            else:
+                _record_resumed_checkpoints(training_id, cfg, start, store)
+            report("running", step=start or 0, worker=hostname, error=None, **progress)
+            cb = StoreCallback(training_id, store, events, channel, timing, cfg, interrupt, heart)
+            resume: Path | None = None
+            if start is not None:  # one SAE: exactly that folder; several: the trainer picks
+                one = len(cfg.sae_jobs()) == 1
+                resume = ckpt.step_dir(Path(run_dir) / "checkpoints", start) if one else run_dir
+            result = Trainer(cfg, [cb], resume=resume).fit()
+            heart.check()  # lost while finishing: the new owner reports, not us
+            cb.flush(strict=True)  # a completed run has all its lines stored
+            return _finish(cfg, result, cb, report)
+    except JobLost as e:
+        log.warning("training %s: %s; stopped without reporting", training_id, e)
+        return "lost"
+    except Exception as e:  # the run fails; its checkpoints stay for a resume
+        log.exception("training %s failed", training_id)
+        try:
+            if cb is not None:
+                cb.flush()
+            report("failed", error=one_line(e), step=cb.step if cb else None)
+        except Exception:
+            log.exception("training %s: could not record the failure", training_id)
+        return "failed"
+
+
+def _finish(cfg: TrainConfig, result: TrainResult, cb: StoreCallback, report: _Reporter) -> str:
+    """Map the trainer's outcome and the user's request onto the run's status."""
+    step = result.step
+    last = {"checkpoint": str(result.checkpoint) if result.checkpoint else None}
+    if result.status == "completed":
+        saes = {k: str(v) for k, v in result.saes.items() if v is not None}
+        report("completed", {"sae_path": str(result.sae_path)}, step=step, exports=saes)
+        return "completed"
+    if result.status == "paused":
+        if cb.acted_on == "interrupt":
+            report("queued", {**last, "note": "worker shut down; will resume"}, step=step)
+            return "interrupted"
+        report("paused", last, step=step)
+        return "paused"
+    if cb.acted_on == "stop_and_finalize":  # export what the last checkpoint holds
+        saes = {
+            label: str(export_checkpoint(Path(job.out), Path(job.out)))
+            for label, job in cfg.sae_jobs()
+        }
+        extra = {"sae_path": next(iter(saes.values())), "finalized": True}
+        report("completed", extra, step=step, exports=saes)
+        return "completed"
+    report("cancelled", last, step=step)
+    return "cancelled"
+
+
+def run_extraction(
+    dataset_id: int,
+    cfg: ExtractConfig,
+    store: ExtractionStore,
+    events: EventSink,
+    *,
+    hostname: str | None = None,
+    timing: JobTiming | None = None,
+    interrupt: threading.Event | None = None,
+) -> str:
+    """Extract (continuing what ``cfg.out`` already holds) and report to ``store``.
+
+    Progress is a ``running`` status per stored shard (contexts, rows, progress).
+    Returns completed, paused, cancelled (stored shards kept: re-running continues),
+    failed, or ``interrupted`` (as for :func:`run_training`).
+    """
+    timing = timing or JobTiming()
+    hostname = hostname or socket.gethostname()
+    report = _Reporter(dataset_id, store.set_status, events, dataset_channel(dataset_id), "dataset")
+    control = ControlPoller(lambda: store.get_control(dataset_id), timing.poll_s)
+
+    progress: dict[str, Any] = {}
+
+    def should_stop() -> bool:
+        stop = control.get() is not None or bool(interrupt and interrupt.is_set())
+        return stop or heart.lost
+
+    def on_shard(m: Manifest) -> None:
+        progress.update(_progress(m))
+        report("running", **progress)
+
+    heart = Heartbeat(
+        lambda: store.heartbeat(dataset_id, hostname, **progress),
+        timing.heartbeat_s,
+        timing.stale_after_s,
+    )
+    try:
+        with heart:
+            report("running", worker=hostname, error=None)
+            manifest = extract(cfg, progress=False, should_stop=should_stop, on_shard=on_shard)
+            heart.check()
+    except JobLost as e:
+        log.warning("extraction %s: %s; stopped without reporting", dataset_id, e)
+        return "lost"
+    except Exception as e:
+        log.exception("extraction %s failed", dataset_id)
+        try:
+            report("failed", error=one_line(e))
+        except Exception:
+            log.exception("extraction %s: could not record the failure", dataset_id)
+        return "failed"
+    fields = _progress(manifest)
+    if manifest.complete:
+        report("completed", **fields)
+        return "completed"
+    if control.value is None and interrupt is not None and interrupt.is_set():
+        report("queued", {"note": "worker shut down; will resume"}, **fields)
+        return "interrupted"
+    status = "paused" if control.value == "pause" else "cancelled"
+    report(status, **fields)
+    return status
+
+
+def _progress(m: Manifest) -> dict[str, Any]:
+    return {
+        "contexts": m.contexts,
+        "target_contexts": m.target_contexts,
+        "rows": m.rows,
+        "progress": round(m.contexts / max(m.target_contexts, 1), 4),
+    }

@@ -1,0 +1,227 @@
+"""Celery tasks (training, extraction, ping) and the watchdog that re-queues dead jobs.
+
+A task carries only an id; it loads the job from the store (:class:`JobStore`), claims it
+and calls the runner. The claim is what makes delivery effectively exactly-once: a
+message delivered twice (Redis redelivery, the watchdog and a redelivery both) finds the
+job claimed by a live worker, or finished, and does nothing.
+
+Crash recovery: each running job heartbeats. Every worker runs a watchdog thread that
+asks the store for running jobs whose heartbeat is older than ``stale_after_s`` (their
+worker died: kill -9, a lost machine), moves them back to ``queued`` and enqueues them;
+the next free worker resumes them from their last checkpoint. This works with every
+broker — kombu's SQLite transport never redelivers a message whose consumer died.
+
+A worker shutting down gracefully (SIGTERM, :func:`saestudio.jobs.embedded.stop_worker`)
+makes the running job checkpoint and re-queue itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from celery import Celery, Task
+from celery.signals import worker_ready, worker_shutting_down
+
+from saestudio.jobs.celery_app import app
+from saestudio.jobs.events import EventSink, make_event_sink
+from saestudio.settings import get_settings
+
+if TYPE_CHECKING:
+    from saestudio.activations.extract import ExtractConfig
+    from saestudio.jobs.runner import ExtractionStore, JobTiming, RunStore
+    from saestudio.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+JobKind = Literal["training", "extraction"]
+TRAIN_TASK = "saestudio.train"
+EXTRACT_TASK = "saestudio.extract"
+PING_TASK = "saestudio.ping"
+TASK_FOR: dict[str, str] = {"training": TRAIN_TASK, "extraction": EXTRACT_TASK}
+
+SHUTDOWN = threading.Event()
+"""Set when this worker starts a warm shutdown: the running job checkpoints and re-queues."""
+
+
+class JobStore(Protocol):
+    """What the tasks need from the database: the runners' stores, plus loading a job and
+    the atomic claims that keep two workers off one job."""
+
+    @property
+    def trainings(self) -> RunStore: ...
+
+    @property
+    def datasets(self) -> ExtractionStore: ...
+
+    def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
+        """The run's config and folder, or None when the training no longer exists."""
+        ...
+
+    def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
+        """The extraction's config (``out`` inside the data dir), or None."""
+        ...
+
+    def claim(self, kind: JobKind, job_id: int, hostname: str, stale_after_s: float) -> bool:
+        """Atomically (one conditional UPDATE): if the job is ``queued``, or ``running``
+        with a heartbeat older than ``stale_after_s``, mark it ``running`` on
+        ``hostname`` with a fresh heartbeat and return True; otherwise False."""
+        ...
+
+    def claim_stale(self, stale_after_s: float) -> list[tuple[JobKind, int]]:
+        """Atomically move every ``running`` job whose heartbeat is older than
+        ``stale_after_s`` back to ``queued``; return them (the caller enqueues them)."""
+        ...
+
+
+_store_factory: Callable[[], JobStore] | None = None
+
+
+def set_store_factory(factory: Callable[[], JobStore] | None) -> None:
+    """Choose how tasks get their store (the DB layer, or a test double)."""
+    global _store_factory
+    _store_factory = factory
+
+
+def get_store() -> JobStore:
+    if _store_factory is None:
+        # the database named by the settings (SQLite by default, PostgreSQL for teams)
+        from saestudio.store.jobstore import default_job_store
+
+        return default_job_store()
+    return _store_factory()
+
+
+@lru_cache
+def _events(broker_url: str) -> EventSink:
+    return make_event_sink(broker_url)
+
+
+def enqueue(celery: Celery, kind: JobKind, job_id: int) -> None:
+    """Send a job's task to the queue (by name: the sender need not import the tasks)."""
+    celery.send_task(TASK_FOR[kind], args=[job_id], queue=celery.conf.task_default_queue)
+
+
+def _hostname(task: Task) -> str:
+    return str(task.request.hostname or socket.gethostname())
+
+
+def _deferred(celery: Celery, kind: JobKind, job_id: int) -> bool:
+    """A worker that is shutting down may still take one message (the job it just
+    re-queued, say): hand it back untouched instead of starting the job."""
+    if not SHUTDOWN.is_set():
+        return False
+    enqueue(celery, kind, job_id)
+    return True
+
+
+@app.task(name=TRAIN_TASK, bind=True)
+def train_task(self: Task, training_id: int) -> str:
+    """Train (or resume) one run; returns its status, ``skipped`` when not claimed."""
+    from saestudio.jobs.runner import JobTiming, run_training
+
+    if _deferred(self.app, "training", training_id):
+        return "deferred"
+    store, timing, host = get_store(), JobTiming(), _hostname(self)
+    job = store.training_job(training_id)
+    if job is None or not store.claim("training", training_id, host, timing.stale_after_s):
+        log.info("training %s: not claimable (gone, running elsewhere or ended)", training_id)
+        return "skipped"
+    cfg, run_dir = job
+    events = _events(str(self.app.conf.broker_url))
+    status = run_training(
+        training_id,
+        cfg,
+        run_dir,
+        store.trainings,
+        events,
+        hostname=host,
+        timing=timing,
+        interrupt=SHUTDOWN,
+    )
+    if status == "interrupted":
+        enqueue(self.app, "training", training_id)
+    return status
+
+
+@app.task(name=EXTRACT_TASK, bind=True)
+def extract_task(self: Task, dataset_id: int) -> str:
+    """Extract (or continue) one activation dataset; returns its status."""
+    from saestudio.jobs.runner import JobTiming, run_extraction
+
+    if _deferred(self.app, "extraction", dataset_id):
+        return "deferred"
+    store, timing, host = get_store(), JobTiming(), _hostname(self)
+    cfg = store.extraction_job(dataset_id)
+    if cfg is None or not store.claim("extraction", dataset_id, host, timing.stale_after_s):
+        log.info("extraction %s: not claimable", dataset_id)
+        return "skipped"
+    events = _events(str(self.app.conf.broker_url))
+    status = run_extraction(
+        dataset_id, cfg, store.datasets, events, hostname=host, timing=timing, interrupt=SHUTDOWN
+    )
+    if status == "interrupted":
+        enqueue(self.app, "extraction", dataset_id)
+    return status
+
+
+_PING_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
+@app.task(name=PING_TASK, bind=True)
+def ping_task(self: Task, name: str) -> str:
+    """Write ``pong <worker>`` to ``DATA_DIR/pings/<name>``: proves a worker consumes the
+    queue, without a result backend. ``name`` is a plain file name, never a path."""
+    if not _PING_NAME.fullmatch(name):
+        raise ValueError(f"ping: {name!r} is not a plain file name")
+    folder = get_settings().data_dir / "pings"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(f"pong {_hostname(self)}\n")
+    return "pong"
+
+
+# ---- worker lifecycle ------------------------------------------------------------------------
+
+
+def recover_stale(store: JobStore, celery: Celery, stale_after_s: float) -> list[tuple[str, int]]:
+    """One watchdog pass: re-queue the jobs whose worker stopped heartbeating."""
+    found = store.claim_stale(stale_after_s)
+    for kind, job_id in found:
+        log.warning("%s %s: no heartbeat for %.0f s; re-queued", kind, job_id, stale_after_s)
+        enqueue(celery, kind, job_id)
+    return list(found)
+
+
+def watchdog(celery: Celery, timing: JobTiming, stop: threading.Event) -> None:
+    """Run :func:`recover_stale` every ``watchdog_every_s`` until ``stop`` is set."""
+    while True:
+        try:
+            recover_stale(get_store(), celery, timing.stale_after_s)
+        except NotImplementedError as e:
+            log.warning("watchdog off: %s", e)
+            return
+        except Exception as e:  # the store or broker is briefly away: try again later
+            log.warning("watchdog pass failed: %s", e)
+        if stop.wait(timing.watchdog_every_s):
+            return
+
+
+@worker_ready.connect
+def _start_watchdog(sender: Any = None, **_: Any) -> None:
+    from saestudio.jobs.runner import JobTiming
+
+    celery = getattr(sender, "app", None) or app
+    threading.Thread(
+        target=watchdog, args=(celery, JobTiming(), SHUTDOWN), name="job-watchdog", daemon=True
+    ).start()
+
+
+@worker_shutting_down.connect
+def _on_shutdown(**_: Any) -> None:
+    SHUTDOWN.set()

@@ -247,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from saestudio.commands_eval import register as register_eval
     from saestudio.commands_extract import register as register_extract
+    from saestudio.commands_serve import register as register_serve
 
     register_extract(sub)
     register_eval(sub)
+    register_serve(sub)
     return parser
 
 

@@ -1,0 +1,151 @@
+"""The FastAPI application: migrations at startup, routers under ``/api/v1``, store
+errors mapped to HTTP codes, and a bearer token when bound beyond localhost."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from saestudio import __version__
+from saestudio.api import ws
+from saestudio.api.deps import SettingsDep
+from saestudio.api.routes import checkpoints, datasets, templates, trainings
+from saestudio.api.schemas import Health
+from saestudio.settings import Settings, get_settings
+from saestudio.store import migrate
+from saestudio.store.db import get_engine
+from saestudio.store.repo import (
+    BestCheckpointProtected,
+    InvalidTransition,
+    NameTaken,
+    NotFound,
+    StoreError,
+)
+
+API_PREFIX = "/api/v1"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may be reachable from elsewhere
+
+
+class BearerAuth:
+    """Pure ASGI middleware (so it covers WebSockets too): every request must carry
+    ``Authorization: Bearer <token>``; a WebSocket without it is closed before accept."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self._ok(scope):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        body = json.dumps({"detail": "missing or wrong bearer token"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _ok(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"")
+        scheme, _, token = given.partition(b" ")
+        # constant-time: the comparison must not leak how much of a guess was right
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.token)
+
+
+_STATUS: list[tuple[type[StoreError], int]] = [
+    (NotFound, 404),
+    (InvalidTransition, 409),
+    (NameTaken, 409),
+    (BestCheckpointProtected, 409),
+]
+
+
+async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
+    code = next((c for kind, c in _STATUS if isinstance(exc, kind)), 409)
+    return JSONResponse({"detail": str(exc)}, status_code=code)
+
+
+health = APIRouter(tags=["health"])
+
+
+@health.get("/health", response_model=Health)
+def get_health(settings: SettingsDep) -> Health:
+    """Database reachable, broker kind (sqlite / redis / ...) and version."""
+    try:
+        with get_engine(settings.db_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        db_ok = True
+    except Exception:  # any failure means "not ok"; the detail is in the server log
+        db_ok = False
+    scheme = settings.celery_broker.split("://", 1)[0]
+    broker = scheme.split("+")[-1]
+    return Health(
+        status="ok" if db_ok else "degraded", db=db_ok, broker=broker, version=__version__
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (default: the environment). Refuses to build without a
+    token when ``settings.host`` is not a loopback address."""
+    settings = settings or get_settings()
+    needs_token = not is_loopback(settings.host)
+    if needs_token and not settings.api_token:
+        raise RuntimeError(
+            f"host {settings.host} is reachable beyond localhost: set SAESTUDIO_API_TOKEN"
+        )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate.upgrade(settings.db_url)
+        yield
+
+    app = FastAPI(title="SAE Studio", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.celery = None
+    app.add_exception_handler(StoreError, _store_error)
+    for router in (
+        health,
+        trainings.router,
+        checkpoints.router,
+        datasets.router,
+        templates.router,
+        ws.router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    if needs_token:
+        assert settings.api_token is not None
+        app.add_middleware(BearerAuth, token=settings.api_token)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """``uvicorn --factory saestudio.api.app:app_factory``: the app from the environment."""
+    return create_app()

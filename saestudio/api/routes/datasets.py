@@ -1,0 +1,87 @@
+"""``/activation-datasets``: extraction jobs — create (and enqueue), list, read, delete
+(one or in bulk)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+
+from saestudio.api.deps import CeleryDep, SessionDep, SettingsDep
+from saestudio.api.paths import inside, is_local_dataset, refuse, safe_name
+from saestudio.api.schemas import BulkDelete, BulkDeleted, DatasetCreate, DatasetPublic, PageOut
+from saestudio.jobs.tasks import enqueue
+from saestudio.settings import Settings
+from saestudio.store import repo
+from saestudio.store.models import ActivationDataset
+
+router = APIRouter(prefix="/activation-datasets", tags=["activation-datasets"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+def create_dataset(
+    body: DatasetCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> ActivationDataset:
+    """Queue an extraction into ``out`` (inside the data dir) and send its task. A local
+    text ``dataset`` must lie inside the data dir too; hub ids and ``demo:`` pass."""
+    name = safe_name(body.name)
+    config: dict[str, Any] = body.config.model_dump(mode="json")
+    path = inside(settings.data_dir, body.config.out, "out")
+    if path == ".":
+        raise refuse("out", body.config.out, "must be a folder below the data directory")
+    config["out"] = path
+    if is_local_dataset(body.config.dataset, settings.data_dir):
+        local = inside(settings.data_dir, body.config.dataset, "dataset")
+        if not (settings.data_dir / local).exists() and Path(body.config.dataset).exists():
+            # the worker would read the file of that name outside the data dir
+            raise refuse("dataset", body.config.dataset, "is outside the data directory")
+        config["dataset"] = str(settings.data_dir / local)
+    row = repo.create_dataset(session, config, name=name, path=path)
+    # commit first: a worker that receives the task must find the row
+    session.commit()
+    enqueue(celery, "extraction", row.id)
+    return row
+
+
+@router.get("", response_model=PageOut[DatasetPublic])
+def list_datasets(
+    session: SessionDep,
+    status: Annotated[list[str] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    page = repo.list_datasets(session, status=status, limit=limit, offset=offset)
+    return {"items": page.items, "total": page.total, "limit": limit, "offset": offset}
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def get_dataset(dataset_id: int, session: SessionDep) -> ActivationDataset:
+    return repo.get_dataset(session, dataset_id)
+
+
+def _remove_folders(settings: Settings, rows: list[ActivationDataset]) -> None:
+    for row in rows:
+        folder = (settings.data_dir / row.path).resolve()
+        # path is relative and checked at creation; re-check before deleting anything
+        if folder.is_relative_to(settings.data_dir) and folder != settings.data_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) -> None:
+    """Delete the row and its folder; 409 while extracting (stop it first)."""
+    repo.get_dataset(session, dataset_id)  # 404 for an unknown id
+    rows = repo.delete_datasets(session, [dataset_id])
+    session.commit()
+    _remove_folders(settings, rows)
+
+
+@router.post("/bulk-delete", response_model=BulkDeleted)
+def bulk_delete(body: BulkDelete, session: SessionDep, settings: SettingsDep) -> BulkDeleted:
+    """Delete several (unknown ids are skipped; any extracting one → 409)."""
+    rows = repo.delete_datasets(session, body.ids)
+    session.commit()
+    _remove_folders(settings, rows)
+    return BulkDeleted(deleted=[r.id for r in rows])

@@ -1,0 +1,183 @@
+"""``/trainings``: create (and enqueue), list, read, rename, delete, control, retry,
+metrics. Each route is a few repository calls; paths are confined by
+:mod:`saestudio.api.paths`."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy.orm import Session
+
+from saestudio.api.deps import CeleryDep, SessionDep, SettingsDep
+from saestudio.api.paths import inside, slug
+from saestudio.api.schemas import (
+    BulkDelete,
+    BulkDeleted,
+    ControlRequest,
+    MetricPublic,
+    PageOut,
+    TrainingCreate,
+    TrainingPublic,
+    TrainingUpdate,
+)
+from saestudio.jobs.tasks import enqueue
+from saestudio.settings import Settings
+from saestudio.store import repo
+from saestudio.store.models import Training
+from saestudio.training.config import TrainConfig
+
+router = APIRouter(prefix="/trainings", tags=["trainings"])
+
+
+def confined_config(config: TrainConfig, settings: Settings) -> dict[str, Any]:
+    """The config as stored: ``activations`` / ``targets`` checked to lie inside the data
+    dir (400 otherwise) and made absolute, so the worker reads them whatever its cwd."""
+    data: dict[str, Any] = config.model_dump(mode="json")
+    for field in ("activations", "targets"):
+        value = data.get(field)
+        if value:
+            data[field] = str(settings.data_dir / inside(settings.data_dir, value, field))
+    return data
+
+
+def new_run(
+    session: Session,
+    config: dict[str, Any],
+    name: str,
+    *,
+    dataset_id: int | None = None,
+    parent_id: int | None = None,
+) -> Training:
+    """Insert a queued run whose folder is ``runs/<id>-<slug>`` (the body's ``out`` is
+    ignored: the service decides where runs live, one folder per run)."""
+    cfg = TrainConfig.model_validate({**config, "out": "runs/pending"})
+    row = repo.create_training(session, cfg, name=name, dataset_id=dataset_id, parent_id=parent_id)
+    out = f"runs/{row.id}-{slug(name)}"
+    # the id is known only after the insert; set the folder on the same, uncommitted row
+    row.out_dir = out
+    row.config = {**row.config, "out": out}
+    session.flush()
+    return row
+
+
+def _send(session: Session, celery: CeleryDep, row: Training) -> None:
+    # commit first: a worker that receives the task must find the row queued
+    session.commit()
+    enqueue(celery, "training", row.id)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic)
+def create_training(
+    body: TrainingCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> Training:
+    """Queue a run and send its task (a worker picks it up when one runs)."""
+    config = confined_config(body.config, settings)
+    name = body.name or f"{body.config.sae.architecture}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    row = new_run(session, config, name, dataset_id=body.dataset_id)
+    _send(session, celery, row)
+    return row
+
+
+@router.get("", response_model=PageOut[TrainingPublic])
+def list_trainings(
+    session: SessionDep,
+    status: Annotated[list[str] | None, Query()] = None,
+    dataset_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Newest first; ``?status=running&status=queued`` filters."""
+    page = repo.list_trainings(
+        session, status=status, dataset_id=dataset_id, limit=limit, offset=offset
+    )
+    return {"items": page.items, "total": page.total, "limit": limit, "offset": offset}
+
+
+@router.get("/{training_id}", response_model=TrainingPublic)
+def get_training(training_id: int, session: SessionDep) -> Training:
+    return repo.get_training(session, training_id)
+
+
+@router.patch("/{training_id}", response_model=TrainingPublic)
+def update_training(training_id: int, body: TrainingUpdate, session: SessionDep) -> Training:
+    """Rename (the folder keeps its name: it is only an address)."""
+    return repo.update_training(session, training_id, name=body.name)
+
+
+def _remove_folders(settings: Settings, rows: list[Training]) -> None:
+    for row in rows:
+        folder = settings.data_dir / row.out_dir
+        # out_dir is relative and checked at creation; re-check before deleting anything
+        if folder.resolve().is_relative_to(settings.data_dir) and folder != settings.data_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@router.delete("/{training_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_training(training_id: int, session: SessionDep, settings: SettingsDep) -> None:
+    """Delete the run, its rows and its folder; 409 while it runs (stop it first)."""
+    repo.get_training(session, training_id)  # 404 for an unknown id
+    rows = repo.delete_trainings(session, [training_id])
+    session.commit()
+    _remove_folders(settings, rows)
+
+
+@router.post("/bulk-delete", response_model=BulkDeleted)
+def bulk_delete(body: BulkDelete, session: SessionDep, settings: SettingsDep) -> BulkDeleted:
+    """Delete several runs at once (unknown ids are skipped; any running one → 409)."""
+    rows = repo.delete_trainings(session, body.ids)
+    session.commit()
+    _remove_folders(settings, rows)
+    return BulkDeleted(deleted=[r.id for r in rows])
+
+
+@router.post("/{training_id}/control", response_model=TrainingPublic)
+def control(
+    training_id: int, body: ControlRequest, session: SessionDep, celery: CeleryDep
+) -> Training:
+    """pause / resume / stop / stop_and_finalize; 409 when not allowed in the current
+    state. A resume (or anything that puts the run back in the queue) sends a task."""
+    outcome = repo.request_control(session, training_id, body.action)
+    if outcome.enqueue:
+        _send(session, celery, outcome.row)
+    return outcome.row
+
+
+@router.post(
+    "/{training_id}/retry", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic
+)
+def retry(
+    training_id: int, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> Training:
+    """A new run with the same config, ``parent_id`` pointing at this one."""
+    old = repo.get_training(session, training_id)
+    # re-checked: a symlink may have been pointed elsewhere since the first run
+    config = confined_config(TrainConfig.model_validate(old.config), settings)
+    row = new_run(session, config, old.name, dataset_id=old.dataset_id, parent_id=old.id)
+    _send(session, celery, row)
+    return row
+
+
+@router.get("/{training_id}/metrics", response_model=list[MetricPublic])
+def get_metrics(
+    training_id: int,
+    session: SessionDep,
+    start_step: int | None = None,
+    end_step: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    sae: str | None = None,
+    kind: Annotated[list[str] | None, Query()] = None,
+) -> list[Any]:
+    """Metric lines with ``start_step <= step <= end_step``, in step order."""
+    repo.get_training(session, training_id)  # 404 for an unknown id
+    return repo.metrics(
+        session,
+        training_id,
+        start_step=start_step,
+        end_step=end_step,
+        limit=limit,
+        sae=sae,
+        kind=kind,
+    )

@@ -1,0 +1,78 @@
+"""End to end: a training posted to the API runs on a real Celery worker process to
+`completed`, its metrics are in the database and its SAELens export downloads
+(issue 4 "Done means" 1). SQLite + SQLite broker, and PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from saestudio.activations.synthetic import make_ground_truth
+from saestudio.api.app import create_app
+from saestudio.jobs.embedded import start_worker, stop_worker
+from saestudio.settings import Settings
+
+REDIS_DB = 11
+
+
+@pytest.fixture
+def live(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
+    data = tmp_path / "data"
+    data.mkdir()
+    broker = None if db_url.startswith("sqlite") else f"redis://127.0.0.1:6379/{REDIS_DB}"
+    if broker:
+        import redis
+
+        redis.Redis.from_url(broker).flushdb()
+    settings = Settings(data_dir=data, database_url=db_url, broker_url=broker)
+    np.save(data / "acts.npy", make_ground_truth(4000, d=16, n_features=48, active=3).x)
+    with TestClient(create_app(settings)) as client:
+        worker = start_worker(settings, name="e2e")
+        try:
+            yield client, settings
+        finally:
+            stop_worker(worker)
+            print((data / "logs" / "worker.log").read_text()[-3000:])
+
+
+def _wait(client: TestClient, tid: int, statuses: set[str], timeout: float = 120) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        run = client.get(f"/api/v1/trainings/{tid}").json()
+        if run["status"] in statuses:
+            return run
+        time.sleep(0.3)
+    raise AssertionError(f"training {tid} still {run['status']} after {timeout} s")
+
+
+def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]) -> None:
+    client, _ = live
+    config = {"activations": "acts.npy", "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
+              "steps": 80, "batch_size": 64, "log_every": 10, "checkpoint_every": 40}
+    r = client.post("/api/v1/trainings", json={"name": "e2e topk", "config": config})
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    run = _wait(client, tid, {"completed", "failed"})
+    assert run["status"] == "completed", run
+    assert run["step"] == 80
+    rows = client.get(f"/api/v1/trainings/{tid}/metrics", params={"kind": "train"}).json()
+    steps = [row["step"] for row in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == 80 and len(steps) == 8
+    ckpts = client.get(f"/api/v1/trainings/{tid}/checkpoints").json()
+    assert {c["step"] for c in ckpts} >= {80}
+    dl = client.get(f"/api/v1/trainings/{tid}/sae/download")
+    assert dl.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(dl.content)).namelist()
+    assert any(n.endswith("cfg.json") for n in names)
+    assert any(n.endswith("sae_weights.safetensors") for n in names)
+    cfg = json.loads(zipfile.ZipFile(io.BytesIO(dl.content)).read(
+        next(n for n in names if n.endswith("cfg.json"))))
+    assert cfg["architecture"] == "topk" and cfg["d_sae"] == 64

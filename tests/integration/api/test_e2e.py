@@ -34,12 +34,15 @@ def live(db_url: str, tmp_path: Path) -> Iterator[tuple[TestClient, Settings]]:
         redis.Redis.from_url(broker).flushdb()
     settings = Settings(data_dir=data, database_url=db_url, broker_url=broker)
     np.save(data / "acts.npy", make_ground_truth(4000, d=16, n_features=48, active=3).x)
+    # the shared deployment runs two worker processes; the embedded default one
+    n_workers = 2 if broker else 1
     with TestClient(create_app(settings)) as client:
-        worker = start_worker(settings, name="e2e")
+        workers = [start_worker(settings, name=f"e2e{i}") for i in range(n_workers)]
         try:
             yield client, settings
         finally:
-            stop_worker(worker)
+            for w in workers:
+                stop_worker(w)
             print((data / "logs" / "worker.log").read_text()[-3000:])
 
 
@@ -55,8 +58,14 @@ def _wait(client: TestClient, tid: int, statuses: set[str], timeout: float = 120
 
 def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]) -> None:
     client, _ = live
-    config = {"activations": "acts.npy", "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
-              "steps": 80, "batch_size": 64, "log_every": 10, "checkpoint_every": 40}
+    config = {
+        "activations": "acts.npy",
+        "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
+        "steps": 80,
+        "batch_size": 64,
+        "log_every": 10,
+        "checkpoint_every": 40,
+    }
     r = client.post("/api/v1/trainings", json={"name": "e2e topk", "config": config})
     assert r.status_code == 201, r.text
     tid = r.json()["id"]
@@ -73,6 +82,30 @@ def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]
     names = zipfile.ZipFile(io.BytesIO(dl.content)).namelist()
     assert any(n.endswith("cfg.json") for n in names)
     assert any(n.endswith("sae_weights.safetensors") for n in names)
-    cfg = json.loads(zipfile.ZipFile(io.BytesIO(dl.content)).read(
-        next(n for n in names if n.endswith("cfg.json"))))
+    cfg = json.loads(
+        zipfile.ZipFile(io.BytesIO(dl.content)).read(
+            next(n for n in names if n.endswith("cfg.json"))
+        )
+    )
     assert cfg["architecture"] == "topk" and cfg["d_sae"] == 64
+
+
+def test_two_workers_share_the_queue(live: tuple[TestClient, Settings]) -> None:
+    """With PostgreSQL + Redis and two worker processes, two runs go to both workers."""
+    client, settings = live
+    if settings.broker_url is None:
+        pytest.skip("the embedded default runs one worker")
+    config = {
+        "activations": "acts.npy",
+        "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
+        "steps": 150,
+        "batch_size": 64,
+        "log_every": 10,
+    }
+    ids = [
+        client.post("/api/v1/trainings", json={"name": f"run {i}", "config": config}).json()["id"]
+        for i in range(2)
+    ]
+    runs = [_wait(client, tid, {"completed", "failed"}) for tid in ids]
+    assert [r["status"] for r in runs] == ["completed", "completed"]
+    assert runs[0]["worker"] != runs[1]["worker"], runs

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup lint bench clean
+.PHONY: run serve test setup lint bench clean
 
 # Idempotent: the venv is made once; torch 2.13.0 goes in first (else pip would pull a
 # multi-GB CUDA build as a dependency); the project is re-installed when pyproject changes.
@@ -22,6 +22,10 @@ setup: $(STAMP)
 
 run: setup
 	$(BIN)/saestudio demo --out runs/demo
+
+# the studio service (API + one local worker; SQLite + SQLite broker under data/)
+serve: setup
+	$(BIN)/saestudio serve
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from saestudio.jobs.celery_app import make_celery
@@ -45,3 +45,10 @@ def get_celery(request: Request) -> Celery:
 
 
 CeleryDep = Annotated[Celery, Depends(get_celery)]
+
+
+MAX_ID = 2_147_483_647
+"""Largest id a table holds (32-bit integer keys): larger ones are refused with 422, not
+passed to the database (where SQLite and PostgreSQL would raise)."""
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]

@@ -7,7 +7,7 @@ validation is FastAPI's 422 with the offending field named.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +34,7 @@ class _Row(BaseModel):
 class TrainingCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
     config: TrainConfig
-    dataset_id: int | None = None
+    dataset_id: int | None = Field(None, ge=1, le=2_147_483_647)
 
 
 class TrainingUpdate(BaseModel):
@@ -68,7 +68,7 @@ class TrainingPublic(_Row):
 
 
 class BulkDelete(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] = Field(min_length=1, max_length=1000)
 
 
 class BulkDeleted(BaseModel):

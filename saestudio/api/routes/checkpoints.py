@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from saestudio.api.deps import CeleryDep, SessionDep, SettingsDep
+from saestudio.api.deps import CeleryDep, IdPath, SessionDep, SettingsDep
 from saestudio.api.schemas import CheckpointPublic, ExportPublic, TrainingPublic
 from saestudio.jobs.tasks import enqueue
 from saestudio.settings import Settings
@@ -52,7 +52,7 @@ def _zip_response(folders: dict[str, Path], filename: str) -> FileResponse:
 
 @router.get("/checkpoints", response_model=list[CheckpointPublic])
 def list_checkpoints(
-    training_id: int, session: SessionDep, sae: str | None = None
+    training_id: IdPath, session: SessionDep, sae: str | None = None
 ) -> list[Checkpoint]:
     repo.get_training(session, training_id)  # 404 for an unknown run
     return repo.list_checkpoints(session, training_id, sae=sae)
@@ -60,7 +60,7 @@ def list_checkpoints(
 
 @router.get("/checkpoints/best", response_model=list[CheckpointPublic])
 def best_checkpoints(
-    training_id: int, session: SessionDep, sae: str | None = None
+    training_id: IdPath, session: SessionDep, sae: str | None = None
 ) -> list[Checkpoint]:
     """The best checkpoint of each SAE in the run (lowest held-out loss)."""
     repo.get_training(session, training_id)
@@ -69,8 +69,8 @@ def best_checkpoints(
 
 @router.delete("/checkpoints/{checkpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_checkpoint(
-    training_id: int,
-    checkpoint_id: int,
+    training_id: IdPath,
+    checkpoint_id: IdPath,
     session: SessionDep,
     settings: SettingsDep,
     allow_best: bool = False,
@@ -85,7 +85,7 @@ def delete_checkpoint(
 
 @router.post("/checkpoints/{checkpoint_id}/resume", response_model=TrainingPublic)
 def resume_from(
-    training_id: int, checkpoint_id: int, session: SessionDep, celery: CeleryDep
+    training_id: IdPath, checkpoint_id: IdPath, session: SessionDep, celery: CeleryDep
 ) -> Training:
     """Resume the (paused / stopped / failed) run from this checkpoint: later
     checkpoints and metric lines are dropped, as if the run had never gone past it."""
@@ -101,7 +101,7 @@ def resume_from(
 
 @router.post("/checkpoints/{checkpoint_id}/export", response_model=ExportPublic)
 def export(
-    training_id: int, checkpoint_id: int, session: SessionDep, settings: SettingsDep
+    training_id: IdPath, checkpoint_id: IdPath, session: SessionDep, settings: SettingsDep
 ) -> ExportPublic:
     """Write the checkpoint as a SAELens folder at ``<run>/exports/step_<N>``."""
     from saestudio.export import export_checkpoint  # torch: only when exporting
@@ -122,7 +122,7 @@ def export(
 
 @router.get("/checkpoints/{checkpoint_id}/download")
 def download_checkpoint(
-    training_id: int, checkpoint_id: int, session: SessionDep, settings: SettingsDep
+    training_id: IdPath, checkpoint_id: IdPath, session: SessionDep, settings: SettingsDep
 ) -> FileResponse:
     """The checkpoint folder as a zip."""
     ckpt = repo.get_checkpoint(session, checkpoint_id, training_id)
@@ -135,7 +135,7 @@ def download_checkpoint(
 
 
 @router.get("/sae/download")
-def download_sae(training_id: int, session: SessionDep, settings: SettingsDep) -> FileResponse:
+def download_sae(training_id: IdPath, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """The run's SAELens export(s) as a zip, one folder per SAE."""
     run = repo.get_training(session, training_id)
     folders = {label: _folder(settings, path) for label, path in (run.exports or {}).items()}

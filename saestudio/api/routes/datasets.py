@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
-from saestudio.api.deps import CeleryDep, SessionDep, SettingsDep
+from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, SessionDep, SettingsDep
 from saestudio.api.paths import inside, is_local_dataset, refuse, safe_name
 from saestudio.api.schemas import BulkDelete, BulkDeleted, DatasetCreate, DatasetPublic, PageOut
 from saestudio.jobs.tasks import enqueue
@@ -50,14 +50,14 @@ def list_datasets(
     session: SessionDep,
     status: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     page = repo.list_datasets(session, status=status, limit=limit, offset=offset)
     return {"items": page.items, "total": page.total, "limit": limit, "offset": offset}
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(dataset_id: int, session: SessionDep) -> ActivationDataset:
+def get_dataset(dataset_id: IdPath, session: SessionDep) -> ActivationDataset:
     return repo.get_dataset(session, dataset_id)
 
 
@@ -70,7 +70,7 @@ def _remove_folders(settings: Settings, rows: list[ActivationDataset]) -> None:
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: int, session: SessionDep, settings: SettingsDep) -> None:
+def delete_dataset(dataset_id: IdPath, session: SessionDep, settings: SettingsDep) -> None:
     """Delete the row and its folder; 409 while extracting (stop it first)."""
     repo.get_dataset(session, dataset_id)  # 404 for an unknown id
     rows = repo.delete_datasets(session, [dataset_id])

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from saestudio.api.deps import SessionDep, SettingsDep
+from saestudio.api.deps import MAX_ID, IdPath, SessionDep, SettingsDep
 from saestudio.api.paths import safe_name
 from saestudio.api.schemas import (
     BulkDelete,
@@ -75,7 +75,7 @@ async def import_templates(
         items = _IMPORT.validate_json(raw)
     except ValidationError as e:
         raise HTTPException(
-            422, detail=e.errors(include_url=False, include_context=False)
+            422, detail=e.errors(include_url=False, include_context=False, include_input=False)
         ) from None
     for item in items:
         safe_name(item.name)
@@ -99,20 +99,20 @@ def list_templates(
     session: SessionDep,
     favourite: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     page = repo.list_templates(session, favourite=favourite, limit=limit, offset=offset)
     return {"items": page.items, "total": page.total, "limit": limit, "offset": offset}
 
 
 @router.get("/{template_id}", response_model=TemplatePublic)
-def get_template(template_id: int, session: SessionDep) -> TrainingTemplate:
+def get_template(template_id: IdPath, session: SessionDep) -> TrainingTemplate:
     return repo.get_template(session, template_id)
 
 
 @router.patch("/{template_id}", response_model=TemplatePublic)
 def update_template(
-    template_id: int, body: TemplateUpdate, session: SessionDep
+    template_id: IdPath, body: TemplateUpdate, session: SessionDep
 ) -> TrainingTemplate:
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "name" in changes:
@@ -121,7 +121,7 @@ def update_template(
 
 
 @router.delete("/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_template(template_id: int, session: SessionDep) -> None:
+def delete_template(template_id: IdPath, session: SessionDep) -> None:
     if not repo.delete_templates(session, [template_id]):
         raise HTTPException(404, detail=f"template {template_id} not found")
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
-from saestudio.api.deps import CeleryDep, SessionDep, SettingsDep
+from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, IdQuery, SessionDep, SettingsDep
 from saestudio.api.paths import inside, slug
 from saestudio.api.schemas import (
     BulkDelete,
@@ -48,8 +48,8 @@ def new_run(
     config: dict[str, Any],
     name: str,
     *,
-    dataset_id: int | None = None,
-    parent_id: int | None = None,
+    dataset_id: IdQuery = None,
+    parent_id: IdQuery = None,
 ) -> Training:
     """Insert a queued run whose folder is ``runs/<id>-<slug>`` (the body's ``out`` is
     ignored: the service decides where runs live, one folder per run)."""
@@ -85,9 +85,9 @@ def create_training(
 def list_trainings(
     session: SessionDep,
     status: Annotated[list[str] | None, Query()] = None,
-    dataset_id: int | None = None,
+    dataset_id: IdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> dict[str, Any]:
     """Newest first; ``?status=running&status=queued`` filters."""
     page = repo.list_trainings(
@@ -97,12 +97,12 @@ def list_trainings(
 
 
 @router.get("/{training_id}", response_model=TrainingPublic)
-def get_training(training_id: int, session: SessionDep) -> Training:
+def get_training(training_id: IdPath, session: SessionDep) -> Training:
     return repo.get_training(session, training_id)
 
 
 @router.patch("/{training_id}", response_model=TrainingPublic)
-def update_training(training_id: int, body: TrainingUpdate, session: SessionDep) -> Training:
+def update_training(training_id: IdPath, body: TrainingUpdate, session: SessionDep) -> Training:
     """Rename (the folder keeps its name: it is only an address)."""
     return repo.update_training(session, training_id, name=body.name)
 
@@ -116,7 +116,7 @@ def _remove_folders(settings: Settings, rows: list[Training]) -> None:
 
 
 @router.delete("/{training_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_training(training_id: int, session: SessionDep, settings: SettingsDep) -> None:
+def delete_training(training_id: IdPath, session: SessionDep, settings: SettingsDep) -> None:
     """Delete the run, its rows and its folder; 409 while it runs (stop it first)."""
     repo.get_training(session, training_id)  # 404 for an unknown id
     rows = repo.delete_trainings(session, [training_id])
@@ -135,7 +135,7 @@ def bulk_delete(body: BulkDelete, session: SessionDep, settings: SettingsDep) ->
 
 @router.post("/{training_id}/control", response_model=TrainingPublic)
 def control(
-    training_id: int, body: ControlRequest, session: SessionDep, celery: CeleryDep
+    training_id: IdPath, body: ControlRequest, session: SessionDep, celery: CeleryDep
 ) -> Training:
     """pause / resume / stop / stop_and_finalize; 409 when not allowed in the current
     state. A resume (or anything that puts the run back in the queue) sends a task."""
@@ -149,7 +149,7 @@ def control(
     "/{training_id}/retry", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic
 )
 def retry(
-    training_id: int, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+    training_id: IdPath, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Training:
     """A new run with the same config, ``parent_id`` pointing at this one."""
     old = repo.get_training(session, training_id)
@@ -162,10 +162,10 @@ def retry(
 
 @router.get("/{training_id}/metrics", response_model=list[MetricPublic])
 def get_metrics(
-    training_id: int,
+    training_id: IdPath,
     session: SessionDep,
-    start_step: int | None = None,
-    end_step: int | None = None,
+    start_step: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    end_step: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     sae: str | None = None,
     kind: Annotated[list[str] | None, Query()] = None,

@@ -18,11 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from saestudio.sae.base import SparseAutoencoder
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=8, help="contexts per forward [default: 8]")
     p.add_argument("--device", help="torch device [default: cuda if available, else cpu]")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="model dtype")
+    p.add_argument(
+        "--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="model dtype"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_eval)
 
@@ -75,23 +74,6 @@ def load_sae_for_eval(path: str | Path) -> tuple[SparseAutoencoder, dict[str, An
     with tempfile.TemporaryDirectory() as tmp:
         out = export_checkpoint(folder, Path(tmp) / "sae")
         return load_saelens(out), read_saelens_cfg(out)
-
-
-def load_causal_lm(name: str, device: str, dtype: torch.dtype) -> tuple[nn.Module, Any]:
-    """Model and tokenizer; a model without a causal LM class loads bare (and is refused)."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    from saestudio.activations.downstream import is_causal_lm_class
-
-    try:
-        config = AutoConfig.from_pretrained(name)
-        causal = any(is_causal_lm_class(a) for a in config.architectures or [])
-        cls = AutoModelForCausalLM if causal else AutoModel
-        model: nn.Module = cls.from_pretrained(name, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except OSError as e:
-        raise ValueError(f"--model: cannot load {name!r}: {e}") from e
-    return model.to(device).eval(), tokenizer
 
 
 def _text_contexts(args: argparse.Namespace, tokenizer: Any) -> torch.Tensor:
@@ -129,7 +111,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--hook: required (the SAE's cfg.json names no hook_name)")
     target = args.target_hook or (meta.get("hook_name_out") if sae.cfg.is_transcoder else None)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_causal_lm(model_name, device, DTYPES[args.dtype])
+    from saestudio.activations.models import load_model
+    from saestudio.activations.text_data import load_tokenizer
+
+    # an encoder loads bare and evaluate_downstream refuses it with a clear message
+    model, tokenizer = load_model(model_name, args.dtype, device), load_tokenizer(model_name)
     ids = _text_contexts(args, tokenizer)
     result = evaluate_downstream(
         model,
@@ -153,4 +139,4 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["cmd_eval", "load_causal_lm", "load_sae_for_eval", "register"]
+__all__ = ["cmd_eval", "load_sae_for_eval", "register"]

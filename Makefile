@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run serve test setup lint bench clean
+.PHONY: run demo serve test setup lint bench clean
 
 # Idempotent: the venv is made once; torch 2.13.0 goes in first (else pip would pull a
 # multi-GB CUDA build as a dependency); the project is re-installed when pyproject changes.
@@ -20,12 +20,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# the studio on http://127.0.0.1:8000: API + one local worker, SQLite and the SQLite broker
+# under data/ (nothing to install), with the packaged demo activation dataset
 run: setup
-	$(BIN)/saestudio demo --out runs/demo
+	$(BIN)/saestudio serve --demo
 
-# the studio service (API + one local worker; SQLite + SQLite broker under data/)
 serve: setup
 	$(BIN)/saestudio serve
+
+# the terminal demo: extract MiniLM activations and train a TopK SAE with a progress bar
+demo: setup
+	$(BIN)/saestudio demo --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from saestudio.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="API only: workers run elsewhere (celery -A saestudio.jobs.celery_app worker)",
     )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="make sure an activation dataset named 'demo' exists (MiniLM resid_post.3 over the "
+        "Python docs; extracted by the worker on first start) — what `make run` uses",
+    )
     p.set_defaults(func=cmd_serve)
+
+
+DEMO_NAME = "demo"
+DEMO_PATH = "activations/demo"
+
+
+def ensure_demo_dataset(settings: Settings) -> None:
+    """Register (and queue the extraction of) the packaged demo dataset, once."""
+    from saestudio.demo import demo_extract_config
+    from saestudio.jobs.celery_app import make_celery
+    from saestudio.jobs.tasks import enqueue
+    from saestudio.store import repo
+    from saestudio.store.db import session_scope
+    from saestudio.store.migrate import upgrade
+
+    upgrade(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        if repo.get_dataset_by_name(session, DEMO_NAME) is not None:
+            return
+        cfg = demo_extract_config(settings.data_dir / DEMO_PATH)
+        config = {**cfg.model_dump(mode="json"), "out": DEMO_PATH}
+        row_id = repo.create_dataset(session, config, name=DEMO_NAME, path=DEMO_PATH).id
+        session.commit()
+    enqueue(make_celery(settings), "extraction", row_id)
+    print(
+        f"demo activation dataset '{DEMO_NAME}' queued (MiniLM resid_post.3 over the Python "
+        f"docs, ~65k rows); train on it with:\n"
+        f"  curl -X POST http://{settings.host}:{settings.port}/api/v1/trainings "
+        '-H \'content-type: application/json\' -d \'{"name": "demo topk", "config": '
+        f'{{"activations": "{DEMO_PATH}", "hook": "resid_post.3", '
+        '"sae": {"architecture": "topk", "k": 32}, "steps": 500}}\''
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -41,6 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(update=overrides)
     # built before the worker starts: a missing token fails fast, with nothing to clean up
     app = create_app(settings)
+    if args.demo:
+        ensure_demo_dataset(settings)
     worker = None
     if not args.no_worker:
         from saestudio.jobs.embedded import start_worker

@@ -17,15 +17,36 @@ pytestmark = pytest.mark.slow
 
 def test_minilm_transcoder_mlp_in_to_mlp_out(tmp_path: Path) -> None:
     acts = tmp_path / "acts"
-    extract(ExtractConfig(model=demo_model_dir(), dataset="demo:pydoc",
-                          hooks=["mlp_in.3", "mlp_out.3"], out=str(acts), context_length=128,
-                          max_tokens=65536, exclude_special_tokens=True), progress=False)
-    cfg = TrainConfig.model_validate({
-        "activations": str(acts), "hook": "mlp_in.3", "target_hook": "mlp_out.3",
-        "sae": {"architecture": "transcoder", "activation": "topk", "k": 32,
-                "expansion_factor": 4},
-        "steps": 600, "batch_size": 512, "lr": 1e-3, "out": str(tmp_path / "tc"),
-        "log_every": 50})
+    extract(
+        ExtractConfig(
+            model=demo_model_dir(),
+            dataset="demo:pydoc",
+            hooks=["mlp_in.3", "mlp_out.3"],
+            out=str(acts),
+            context_length=128,
+            max_tokens=65536,
+            exclude_special_tokens=True,
+        ),
+        progress=False,
+    )
+    cfg = TrainConfig.model_validate(
+        {
+            "activations": str(acts),
+            "hook": "mlp_in.3",
+            "target_hook": "mlp_out.3",
+            "sae": {
+                "architecture": "transcoder",
+                "activation": "topk",
+                "k": 32,
+                "expansion_factor": 4,
+            },
+            "steps": 600,
+            "batch_size": 512,
+            "lr": 1e-3,
+            "out": str(tmp_path / "tc"),
+            "log_every": 50,
+        }
+    )
     result = train(cfg)
     assert result.eval["eval_fvu"] < 0.5, result.eval
     sae = load_saelens(result.sae_path)

@@ -181,9 +181,24 @@ def test_sweep_of_sparsity_coefficient_orders_l0(small_acts: Path, tmp_path: Pat
 def test_cli_resumes_a_many_sae_job(small_acts: Path, tmp_path: Path) -> None:
     from saestudio.cli import main
 
-    args = ["train", "--activations", str(small_acts), "--architecture", "topk", "--d-sae", "32",
-            "--sweep", "k=2,4", "--steps", "40", "--batch-size", "64", "--quiet",
-            "--checkpoint-every", "20"]
+    args = [
+        "train",
+        "--activations",
+        str(small_acts),
+        "--architecture",
+        "topk",
+        "--d-sae",
+        "32",
+        "--sweep",
+        "k=2,4",
+        "--steps",
+        "40",
+        "--batch-size",
+        "64",
+        "--quiet",
+        "--checkpoint-every",
+        "20",
+    ]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     import shutil

@@ -32,14 +32,22 @@ def _folder(settings: Settings, relative: str) -> Path:
     return path
 
 
-def _zip_response(folders: dict[str, Path], filename: str) -> FileResponse:
-    """Zip ``folders`` (arcname prefix → folder) into a temp file, streamed back in
-    chunks and deleted after sending (a checkpoint is too big to build in memory)."""
+SAE_FILES = ("cfg.json", "sae_weights.safetensors", "sparsity.safetensors")
+"""An SAELens folder; a run's export shares its folder with checkpoints and metrics."""
+
+
+def _zip_response(
+    folders: dict[str, Path], filename: str, only: tuple[str, ...] | None = None
+) -> FileResponse:
+    """Zip ``folders`` (arcname prefix → folder; with ``only``, just those top-level
+    files) into a temp file, streamed back in chunks and deleted after sending (a
+    checkpoint is too big to build in memory)."""
     fd, tmp = tempfile.mkstemp(suffix=".zip")
     os.close(fd)
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for prefix, folder in folders.items():
-            for file in sorted(folder.rglob("*")):
+            files = [folder / n for n in only] if only else sorted(folder.rglob("*"))
+            for file in files:
                 if file.is_file() and not file.is_symlink():
                     zf.write(file, f"{prefix}/{file.relative_to(folder).as_posix()}")
     return FileResponse(
@@ -142,4 +150,4 @@ def download_sae(training_id: IdPath, session: SessionDep, settings: SettingsDep
     folders = {label: f for label, f in folders.items() if f.is_dir()}
     if not folders:
         raise HTTPException(404, detail=f"training {training_id}: no SAE exported yet")
-    return _zip_response(folders, f"training{training_id}-sae.zip")
+    return _zip_response(folders, f"training{training_id}-sae.zip", only=SAE_FILES)

@@ -82,6 +82,7 @@ def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]
     names = zipfile.ZipFile(io.BytesIO(dl.content)).namelist()
     assert any(n.endswith("cfg.json") for n in names)
     assert any(n.endswith("sae_weights.safetensors") for n in names)
+    assert not any("checkpoints/" in n or n.endswith("metrics.jsonl") for n in names), names
     cfg = json.loads(
         zipfile.ZipFile(io.BytesIO(dl.content)).read(
             next(n for n in names if n.endswith("cfg.json"))

@@ -26,8 +26,9 @@ def test_no_server_errors(tmp_path: Path) -> None:
         op = result.ok()
 
         @given(case=op.as_strategy())
-        @settings(max_examples=8, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=8, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(case: schemathesis.Case) -> None:
             response = case.call()
             assert response.status_code < 500, (

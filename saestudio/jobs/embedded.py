@@ -7,6 +7,7 @@ training never shares the API's process or GIL, and a crash in one leaves the ot
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -77,7 +78,25 @@ def start_worker(
             stderr=subprocess.STDOUT,
             env=child_env,
             start_new_session=True,
+            preexec_fn=_term_with_parent,
         )
+
+
+def _term_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM the worker when its parent dies.
+
+    `saestudio serve` stops its worker itself, but uvicorn re-raises SIGTERM after its
+    graceful shutdown (the process dies before any ``finally``), and a SIGKILLed server
+    runs no code at all; without this the worker would live on, orphaned. SIGTERM is a
+    warm shutdown: a running job checkpoints and re-queues itself. The libc function is
+    looked up in the parent (below): nothing is imported between fork and exec.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
 def stop_worker(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:

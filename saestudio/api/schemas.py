@@ -79,6 +79,12 @@ class ControlRequest(BaseModel):
     action: Literal["pause", "resume", "stop", "stop_and_finalize"]
 
 
+class DatasetControlRequest(BaseModel):
+    """An extraction has nothing to finalize: its stored shards are the result."""
+
+    action: Literal["pause", "resume", "stop"]
+
+
 # ---- metrics and checkpoints -----------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
-"""``/activation-datasets``: extraction jobs — create (and enqueue), list, read, delete
-(one or in bulk)."""
+"""``/activation-datasets``: extraction jobs — create (and enqueue), list, read, control
+(pause / resume / stop), delete (one or in bulk)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from fastapi import APIRouter, Query, status
 
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, SessionDep, SettingsDep
 from saestudio.api.paths import inside, is_local_dataset, refuse, safe_name
-from saestudio.api.schemas import BulkDelete, BulkDeleted, DatasetCreate, DatasetPublic, PageOut
+from saestudio.api.schemas import (
+    BulkDelete,
+    BulkDeleted,
+    DatasetControlRequest,
+    DatasetCreate,
+    DatasetPublic,
+    PageOut,
+)
 from saestudio.jobs.tasks import enqueue
 from saestudio.settings import Settings
 from saestudio.store import repo
@@ -59,6 +66,19 @@ def list_datasets(
 @router.get("/{dataset_id}", response_model=DatasetPublic)
 def get_dataset(dataset_id: IdPath, session: SessionDep) -> ActivationDataset:
     return repo.get_dataset(session, dataset_id)
+
+
+@router.post("/{dataset_id}/control", response_model=DatasetPublic)
+def control_dataset(
+    dataset_id: IdPath, body: DatasetControlRequest, session: SessionDep, celery: CeleryDep
+) -> ActivationDataset:
+    """pause / resume / stop an extraction; 409 when not allowed in its state. A paused or
+    stopped extraction keeps its stored shards, and a resume continues after them."""
+    outcome = repo.request_dataset_control(session, dataset_id, body.action)
+    if outcome.enqueue:
+        session.commit()  # a worker that receives the task must find the row queued
+        enqueue(celery, "extraction", outcome.row.id)
+    return outcome.row
 
 
 def _remove_folders(settings: Settings, rows: list[ActivationDataset]) -> None:

@@ -248,6 +248,32 @@ def test_datasets_create_and_refuse_escapes(client: TestClient, settings: Settin
     assert sorted(r.json()["deleted"]) == sorted(ids)
 
 
+def test_dataset_pause_resume_stop(client: TestClient, settings: Settings) -> None:
+    cfg = {"model": "gpt2", "dataset": "demo:pydoc", "hooks": ["resid_post.3"], "out": "acts/p"}
+    did = client.post(f"{API}/activation-datasets", json={"name": "p", "config": cfg}).json()["id"]
+    url = f"{API}/activation-datasets/{did}/control"
+    r = client.post(url, json={"action": "pause"})
+    assert r.status_code == 200 and r.json()["status"] == "paused"
+    r = client.post(url, json={"action": "resume"})
+    assert r.json()["status"] == "queued"
+    assert sent_tasks(settings).count((EXTRACT_TASK, [did])) == 2
+    r = client.post(url, json={"action": "stop_and_finalize"})
+    assert r.status_code == 422 and "action" in r.text
+    with session_scope(settings.db_url) as s:
+        repo.claim_dataset(s, did, "w1")
+    # running: the request waits for the worker, the status stays running
+    r = client.post(url, json={"action": "stop"})
+    assert r.json()["status"] == "running" and r.json()["control"] == "stop"
+    with session_scope(settings.db_url) as s:
+        repo.set_dataset_status(s, did, "completed", worker="w1")
+    r = client.post(url, json={"action": "pause"})
+    assert r.status_code == 409 and "completed" in r.json()["detail"]
+    assert (
+        client.post(f"{API}/activation-datasets/999/control", json={"action": "stop"}).status_code
+        == 404
+    )
+
+
 def test_templates_crud_and_round_trip(client: TestClient, settings: Settings) -> None:
     body = {"name": "topk-64", "description": "small", "config": {"sae": {"k": 8}}}
     r = client.post(f"{API}/templates", json=body)

@@ -88,6 +88,9 @@ class Trainer:
         return self._eval_rows
 
     def _emit(self, run: SAERun, line: dict[str, Any]) -> None:
+        # wall-clock time of the line (Unix seconds), as W&B's _timestamp: charts against
+        # time, and the studio's live-latency check measures from it
+        line["time"] = round(time.time(), 3)
         run.metrics_file.on_metrics(self.step, line)
         for cb in self.callbacks:
             cb.on_metrics(self.step, line)

@@ -41,7 +41,7 @@ pytestmark = [
 
 HERE = Path(__file__).parent
 FAST = JobTiming(poll_s=0, flush_s=0.5, heartbeat_s=0.2)  # poll every step: deterministic
-TIMING = ("tokens_per_s",)
+TIMING = ("tokens_per_s", "time")
 REDIS_URL = os.environ.get("SAESTUDIO_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 

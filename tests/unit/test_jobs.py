@@ -37,7 +37,7 @@ def gpt2_acts(model_dirs: dict[str, str], tmp_path_factory: pytest.TempPathFacto
 
 def _lines(path: Path) -> list[dict]:
     rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("sae", "tokens_per_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("sae", "tokens_per_s", "time")} for r in rows]
 
 
 def _job(**kw: object) -> TrainConfig:

@@ -16,7 +16,7 @@ from saestudio.activations.synthetic import make_ground_truth
 from saestudio.cli import main
 from saestudio.training import TrainConfig, TrainerCallback, train
 
-TIMING = {"tokens_per_s"}
+TIMING = {"tokens_per_s", "time"}
 
 
 class StopAt(TrainerCallback):

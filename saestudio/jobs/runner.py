@@ -88,7 +88,8 @@ class RunStore(Protocol):
     ) -> None:
         """A checkpoint folder was written. Idempotent on (training, sae, step): a resumed
         job records the checkpoint it resumes from again. ``is_best`` moves the best
-        mark. The trainer prunes old folders (best + last ``keep_checkpoints``)."""
+        mark. The trainer prunes old folders (best + last ``keep_checkpoints``) before
+        it reports a new one; the store then drops the rows of folders that are gone."""
         ...
 
     def delete_metrics_after(self, training_id: int, step: int) -> None:

@@ -6,6 +6,8 @@ resumes from. Deleting returns the rows so the caller removes the folders.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -111,6 +113,24 @@ def delete_checkpoints_after(session: Session, training_id: int, step: int) -> l
             select(Checkpoint).where(Checkpoint.training_id == training_id, Checkpoint.step > step)
         )
     )
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return rows
+
+
+def forget_checkpoints(
+    session: Session, training_id: int, sae: str, keep: Callable[[str], bool]
+) -> list[Checkpoint]:
+    """Drop the rows of one SAE's checkpoints for which ``keep(path)`` is false (the
+    trainer's retention policy deleted their folders); returns them."""
+    rows = [
+        row
+        for row in session.scalars(
+            select(Checkpoint).where(Checkpoint.training_id == training_id, Checkpoint.sae == sae)
+        )
+        if not keep(row.path)
+    ]
     for row in rows:
         session.delete(row)
     session.flush()

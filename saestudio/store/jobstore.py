@@ -91,6 +91,10 @@ class SqlRunStore(_Base):
                 eval_loss=eval_loss,
                 size_bytes=size if folder.is_dir() else None,
             )
+            # the trainer pruned older folders (best + last keep_checkpoints) just before
+            ckpts.forget_checkpoints(
+                s, int(training_id), sae, lambda rel: (self.data_dir / rel).is_dir()
+            )
 
     def delete_metrics_after(self, training_id: int, step: int) -> None:
         with self.session() as s:

@@ -57,14 +57,15 @@ def _wait(client: TestClient, tid: int, statuses: set[str], timeout: float = 120
 
 
 def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]) -> None:
-    client, _ = live
+    client, settings = live
     config = {
         "activations": "acts.npy",
         "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
         "steps": 80,
         "batch_size": 64,
         "log_every": 10,
-        "checkpoint_every": 40,
+        "checkpoint_every": 20,
+        "keep_checkpoints": 1,
     }
     r = client.post("/api/v1/trainings", json={"name": "e2e topk", "config": config})
     assert r.status_code == 201, r.text
@@ -76,7 +77,10 @@ def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]
     steps = [row["step"] for row in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 80 and len(steps) == 8
     ckpts = client.get(f"/api/v1/trainings/{tid}/checkpoints").json()
-    assert {c["step"] for c in ckpts} >= {80}
+    # retention kept the best and the last; the rows of pruned folders are gone too
+    on_disk = {p.name for p in (settings.data_dir / run["out_dir"] / "checkpoints").glob("step_*")}
+    assert 80 in {c["step"] for c in ckpts} and 1 <= len(ckpts) <= 2, ckpts
+    assert {Path(c["path"]).name for c in ckpts} == on_disk
     dl = client.get(f"/api/v1/trainings/{tid}/sae/download")
     assert dl.status_code == 200
     names = zipfile.ZipFile(io.BytesIO(dl.content)).namelist()

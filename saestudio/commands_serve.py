@@ -39,34 +39,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-DEMO_NAME = "demo"
-DEMO_PATH = "activations/demo"
-
-
 def ensure_demo_dataset(settings: Settings) -> None:
     """Register (and queue the extraction of) the packaged demo dataset, once."""
-    from saestudio.demo import demo_extract_config
+    from saestudio.api.demo import DEMO_HOOK, DEMO_NAME, DEMO_PATH
+    from saestudio.api.demo import ensure_demo_dataset as ensure
     from saestudio.jobs.celery_app import make_celery
     from saestudio.jobs.tasks import enqueue
-    from saestudio.store import repo
     from saestudio.store.db import session_scope
     from saestudio.store.migrate import upgrade
 
     upgrade(settings.db_url)
     with session_scope(settings.db_url) as session:
-        if repo.get_dataset_by_name(session, DEMO_NAME) is not None:
-            return
-        cfg = demo_extract_config(settings.data_dir / DEMO_PATH)
-        config = {**cfg.model_dump(mode="json"), "out": DEMO_PATH}
-        row_id = repo.create_dataset(session, config, name=DEMO_NAME, path=DEMO_PATH).id
+        row, extract = ensure(session, settings)
+        row_id = row.id
         session.commit()
+    if not extract:
+        return
     enqueue(make_celery(settings), "extraction", row_id)
     print(
-        f"demo activation dataset '{DEMO_NAME}' queued (MiniLM resid_post.3 over the Python "
-        f"docs, ~65k rows); train on it with:\n"
+        f"demo activation dataset '{DEMO_NAME}' queued (MiniLM {DEMO_HOOK} over the Python "
+        f"docs, ~65k rows); open http://{settings.host}:{settings.port} or train on it with:\n"
         f"  curl -X POST http://{settings.host}:{settings.port}/api/v1/trainings "
         '-H \'content-type: application/json\' -d \'{"name": "demo topk", "config": '
-        f'{{"activations": "{DEMO_PATH}", "hook": "resid_post.3", '
+        f'{{"activations": "{DEMO_PATH}", "hook": "{DEMO_HOOK}", '
         '"sae": {"architecture": "topk", "k": 32}, "steps": 500}}\''
     )
 

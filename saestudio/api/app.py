@@ -8,16 +8,18 @@ import ipaddress
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from saestudio import __version__
 from saestudio.api import ws
 from saestudio.api.deps import SettingsDep
-from saestudio.api.routes import checkpoints, datasets, templates, trainings
+from saestudio.api.routes import checkpoints, datasets, studio, templates, trainings
 from saestudio.api.schemas import Health
 from saestudio.settings import Settings, get_settings
 from saestudio.store import migrate
@@ -72,8 +74,14 @@ class BearerAuth:
         await send({"type": "http.response.body", "body": body})
 
     def _ok(self, scope: Scope) -> bool:
+        if not str(scope.get("path", "")).startswith(API_PREFIX):
+            return True  # the web bundle: static files, no data (the page asks for the token)
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"authorization", b"")
+        if scope["type"] == "websocket" and not given:
+            # browsers cannot set headers on a WebSocket: the token comes as ?token=
+            query = parse_qs(scope.get("query_string", b"").decode())
+            given = b"Bearer " + query.get("token", [""])[0].encode()
         scheme, _, token = given.partition(b" ")
         # constant-time: the comparison must not leak how much of a guess was right
         return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.token)
@@ -137,13 +145,46 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         checkpoints.router,
         datasets.router,
         templates.router,
+        studio.router,
         ws.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
+    mount_web(app)
     if needs_token:
         assert settings.api_token is not None
         app.add_middleware(BearerAuth, token=settings.api_token)
     return app
+
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The built web studio (``frontend/`` → ``npm run build``), shipped as package data."""
+
+
+def mount_web(app: FastAPI, web: Path = WEB_DIR) -> None:
+    """Serve the web studio at ``/``: its files, and ``index.html`` for every other path
+    outside the API (client-side routes such as ``/runs/3``). Without a build, ``/``
+    says how to make one."""
+    index = web / "index.html"
+
+    @app.get("/{path:path}", include_in_schema=False, response_model=None)
+    def web_file(path: str) -> FileResponse | JSONResponse:
+        if path.startswith(API_PREFIX.lstrip("/")):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not index.is_file():
+            return JSONResponse(
+                {"detail": "the web studio is not built: run `make web` (or `make run`)"},
+                status_code=404,
+            )
+        file = (web / path).resolve()
+        if path and file.is_file() and file.is_relative_to(web):
+            # hashed asset names: cache for a year; index.html never
+            cache = (
+                "public, max-age=31536000, immutable"
+                if "/assets/" in file.as_posix()
+                else "no-cache"
+            )
+            return FileResponse(file, headers={"cache-control": cache})
+        return FileResponse(index, headers={"cache-control": "no-cache"})
 
 
 def app_factory() -> FastAPI:

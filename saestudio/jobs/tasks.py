@@ -21,6 +21,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -46,6 +47,9 @@ EXTRACT_TASK = "saestudio.extract"
 PING_TASK = "saestudio.ping"
 TASK_FOR: dict[str, str] = {"training": TRAIN_TASK, "extraction": EXTRACT_TASK}
 
+DATASET_WAIT_S = 1.0
+"""Pause before re-queueing a training whose activation dataset is not extracted yet."""
+
 SHUTDOWN = threading.Event()
 """Set when this worker starts a warm shutdown: the running job checkpoints and re-queues."""
 
@@ -62,6 +66,12 @@ class JobStore(Protocol):
 
     def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
         """The run's config and folder, or None when the training no longer exists."""
+        ...
+
+    def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
+        """Whether the training's activation dataset (``dataset_id``) lets it start:
+        ``("ready", None)`` (none, or completed), ``("wait", None)`` (still queued,
+        extracting or paused) or ``("failed", why)`` (failed or cancelled)."""
         ...
 
     def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
@@ -130,10 +140,20 @@ def train_task(self: Task, training_id: int) -> str:
         return "deferred"
     store, timing, host = get_store(), JobTiming(), _hostname(self)
     job = store.training_job(training_id)
+    gate, why = store.dataset_gate(training_id) if job else ("ready", None)
+    if gate == "wait":
+        # its activation dataset is still being extracted (the one-click demo queues
+        # both at once): back of the queue, so a single worker extracts it first
+        time.sleep(DATASET_WAIT_S)
+        enqueue(self.app, "training", training_id)
+        return "waiting"
     if job is None or not store.claim("training", training_id, host, timing.stale_after_s):
         log.info("training %s: not claimable (gone, running elsewhere or ended)", training_id)
         return "skipped"
     cfg, run_dir = job
+    if gate == "failed":
+        store.trainings.set_status(training_id, "failed", error=why, worker=host)
+        return "failed"
     events = _events(str(self.app.conf.broker_url))
     status = run_training(
         training_id,

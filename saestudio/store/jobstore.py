@@ -155,6 +155,17 @@ class SqlJobStore(_Base):
                 return None
             return TrainConfig.model_validate(row.config), self.data_dir / row.out_dir
 
+    def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
+        with self.session() as s:
+            row = s.get(Training, int(training_id))
+            ds = s.get(ActivationDataset, row.dataset_id) if row and row.dataset_id else None
+            if ds is None or ds.status == "completed":
+                return "ready", None
+            if ds.status in ("failed", "cancelled"):
+                why = f": {ds.error}" if ds.error else ""
+                return "failed", f"activation dataset '{ds.name}' is {ds.status}{why}"
+            return "wait", None
+
     def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
         from saestudio.activations.extract import ExtractConfig
 

@@ -160,6 +160,9 @@ class JsonFileStore:
             return None
         return TrainConfig.model_validate(job["config"]), Path(job["run_dir"])
 
+    def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
+        return "ready", None  # jobs here carry no dataset row
+
     def extraction_job(self, dataset_id: int) -> Any:
         from saestudio.activations.extract import ExtractConfig
 

@@ -9,10 +9,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy.orm import Session
 
+from saestudio.activations.store import DataError
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, IdQuery, SessionDep, SettingsDep
 from saestudio.api.paths import inside, slug
+from saestudio.api.planning import ConfigProblem, TrainingPlan, plan
 from saestudio.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -73,12 +76,38 @@ def _send(session: Session, celery: CeleryDep, row: Training) -> None:
 def create_training(
     body: TrainingCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Training:
-    """Queue a run and send its task (a worker picks it up when one runs)."""
+    """Queue a run and send its task (a worker picks it up when one runs). The config is
+    checked against its data first (as ``/trainings/validate`` does): 422 naming the
+    field when it cannot train."""
     config = confined_config(body.config, settings)
+    checked_plan(config)
     name = body.name or f"{body.config.sae.architecture}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     row = new_run(session, config, name, dataset_id=body.dataset_id)
     _send(session, celery, row)
     return row
+
+
+def checked_plan(config: dict[str, Any]) -> TrainingPlan:
+    """:func:`~saestudio.api.planning.plan` of a stored config; a problem is a 422 shaped
+    like FastAPI's own (``loc`` under ``body``)."""
+    try:
+        return plan(TrainConfig.model_validate(config))
+    except ConfigProblem as e:
+        raise RequestValidationError(
+            [{"loc": ("body", *e.loc), "msg": e.msg, "type": "value_error"}]
+        ) from e
+    except DataError as e:
+        raise RequestValidationError(
+            [{"loc": ("body", "config", "activations"), "msg": str(e), "type": "value_error"}]
+        ) from e
+
+
+@router.post("/validate", response_model=TrainingPlan)
+def validate_training(body: TrainingCreate, settings: SettingsDep) -> TrainingPlan:
+    """Check a config without queueing anything: 422 with field-level messages, else
+    the data's widths, the hyperparameters after architecture defaults, and estimated
+    size, memory and time (what the web form shows as the user types)."""
+    return checked_plan(confined_config(body.config, settings))
 
 
 @router.get("", response_model=PageOut[TrainingPublic])

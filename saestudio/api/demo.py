@@ -1,0 +1,49 @@
+"""The packaged demo: MiniLM's layer-3 residual stream over the Python docs, and a TopK
+SAE trained on it — what a newcomer's one click (``POST /demo``) and ``make run``
+(``saestudio serve --demo``) start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from saestudio.settings import Settings
+from saestudio.store import repo
+from saestudio.store.models import ActivationDataset
+
+DEMO_NAME = "demo"
+DEMO_PATH = "activations/demo"
+DEMO_HOOK = "resid_post.3"
+
+
+def demo_training_config() -> dict[str, Any]:
+    """A TopK SAE (k 32, 1,536 latents) on the demo dataset: about 30 s on a laptop CPU."""
+    return {
+        "activations": DEMO_PATH,
+        "hook": [DEMO_HOOK],
+        "sae": {"architecture": "topk", "expansion_factor": 4, "k": 32},
+        "steps": 600,
+        "batch_size": 512,
+        "log_every": 10,
+        "eval_every": 100,
+        "checkpoint_every": 200,
+    }
+
+
+def ensure_demo_dataset(session: Session, settings: Settings) -> tuple[ActivationDataset, bool]:
+    """The demo dataset row, registered on first call; True when the caller must enqueue
+    its extraction (new, or an earlier attempt failed or was stopped)."""
+    from saestudio.demo import demo_extract_config
+
+    row = repo.get_dataset_by_name(session, DEMO_NAME)
+    if row is None:
+        cfg = demo_extract_config(settings.data_dir / DEMO_PATH)
+        config = {**cfg.model_dump(mode="json"), "out": DEMO_PATH}
+        row = repo.create_dataset(session, config, name=DEMO_NAME, path=DEMO_PATH)
+        return row, True
+    if row.status in ("failed", "cancelled", "paused"):
+        # a resume continues the shards it already stored
+        outcome = repo.request_dataset_control(session, row.id, "resume")
+        return outcome.row, outcome.enqueue
+    return row, False

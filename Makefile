@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo serve test setup lint bench clean
+.PHONY: run demo serve test setup web lint bench clean
 
 # Idempotent: the venv is made once; torch 2.13.0 goes in first (else pip would pull a
 # multi-GB CUDA build as a dependency); the project is re-installed when pyproject changes.
@@ -20,24 +20,45 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# The web studio: the typed client is generated from the API's OpenAPI spec, then Vite
+# builds the bundle into saestudio/web/ (served by `saestudio serve` at /). Rebuilt only
+# when the frontend sources or the API change.
+WEB := saestudio/web/index.html
+FRONTEND_SRC := $(shell find frontend/src frontend/index.html frontend/*.ts frontend/*.js frontend/*.json -type f 2>/dev/null | grep -v node_modules)
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+frontend/openapi.json: $(STAMP) $(shell find saestudio/api saestudio/training/config.py saestudio/sae/config.py saestudio/activations/extract.py -name '*.py')
+	$(BIN)/python scripts/openapi.py $@
+
+$(WEB): frontend/node_modules/.installed frontend/openapi.json $(FRONTEND_SRC)
+	cd frontend && npm run gen && npm run build
+
+web: $(WEB)
+
 # the studio on http://127.0.0.1:8000: API + one local worker, SQLite and the SQLite broker
 # under data/ (nothing to install), with the packaged demo activation dataset
-run: setup
+run: setup web
 	$(BIN)/saestudio serve --demo
 
-serve: setup
+serve: setup web
 	$(BIN)/saestudio serve
 
 # the terminal demo: extract MiniLM activations and train a TopK SAE with a progress bar
 demo: setup
 	$(BIN)/saestudio demo --out runs/demo
 
-test: setup
+# the frontend's unit tests (Vitest), then everything else, the browser suite included
+test: setup web
+	cd frontend && npm test
 	$(BIN)/python -m pytest -q
 
-lint: setup
+lint: setup web
 	$(BIN)/ruff check saestudio tests bench
 	$(BIN)/mypy
+	cd frontend && npm run typecheck
 
 bench: setup
 	$(BIN)/python bench/train_throughput.py

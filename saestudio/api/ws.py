@@ -13,7 +13,8 @@ metrics}, ...]}``, ``{"type": "status", "status", "step", "total_steps", "progre
 "eta_seconds", "error", "control"}``, ``{"type": "checkpoint", "id", "sae", "step",
 "is_best", "eval_loss"}``; ``{"type": "error", "detail"}`` then close for an unknown run.
 On ``/ws/events``: ``{"type": "training" | "activation_dataset", "id", "name", "status",
-"progress", ...}`` for every job on connect and whenever one changes, and
+"progress", ...}`` (trainings add step, total_steps, eta_seconds, latest_metrics; datasets
+contexts, target_contexts, rows) for every job on connect and whenever one changes, and
 ``{"type": "deleted", "kind", "id"}``.
 """
 
@@ -143,7 +144,14 @@ def _job(kind: str, row: Any) -> dict[str, Any]:
         "error": row.error,
     }
     if kind == "training":
-        out.update(step=row.step, total_steps=row.total_steps, eta_seconds=row.eta_seconds)
+        out.update(
+            step=row.step,
+            total_steps=row.total_steps,
+            eta_seconds=row.eta_seconds,
+            latest_metrics=row.latest_metrics,  # the cards' live loss / L0 / FVU / dead
+        )
+    else:
+        out.update(contexts=row.contexts, target_contexts=row.target_contexts, rows=row.rows)
     return out
 
 

@@ -35,6 +35,10 @@ def key_kind(key: str) -> MetricKind:
     return "train"
 
 
+SHARED_KEYS = ("time",)
+"""Keys every kind of line carries (the trainer's wall-clock time of the line)."""
+
+
 def split_line(line: Mapping[str, Any]) -> dict[MetricKind, dict[str, Any]]:
     """A trainer line as {kind: metrics}. A line merged from several (the job layer may
     merge one step's lines) splits back into its kinds; an explicit ``kind`` key keeps
@@ -48,7 +52,12 @@ def split_line(line: Mapping[str, Any]) -> dict[MetricKind, dict[str, Any]]:
         return {cast(MetricKind, explicit): body} if body else {}
     parts: dict[MetricKind, dict[str, Any]] = {}
     for key, value in body.items():
-        parts.setdefault(key_kind(key), {})[key] = value
+        if key not in SHARED_KEYS:
+            parts.setdefault(key_kind(key), {})[key] = value
+    # the line's wall time belongs to each kind it carries, and makes no kind of its own:
+    # a merged eval + density line must not overwrite the step's training row
+    for part in parts.values():
+        part.update({k: body[k] for k in SHARED_KEYS if k in body})
     return parts
 
 

@@ -1,0 +1,187 @@
+import { useEffect, useMemo, useState } from "react";
+import { useSearchParams } from "react-router-dom";
+import { CartesianGrid, Legend, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis, ZAxis } from "recharts";
+import { api, call, type Metric, type Training } from "../api/client";
+import { MetricChart } from "../components/MetricChart";
+import { ErrorBanner, Panel, StatusBadge } from "../components/ui";
+import { formatMetric } from "../lib/format";
+
+const METRICS = [
+  { key: "loss", label: "Loss", log: true },
+  { key: "fvu", label: "FVU", log: true },
+  { key: "l0", label: "L0", log: false },
+  { key: "dead_fraction", label: "Dead fraction", log: false },
+  { key: "lr", label: "Learning rate", log: false },
+];
+
+interface Point {
+  id: number;
+  name: string;
+  l0: number;
+  fvu: number;
+  architecture: string;
+}
+
+export function ComparePage() {
+  const [params, setParams] = useSearchParams();
+  const [runs, setRuns] = useState<Training[]>([]);
+  const [curves, setCurves] = useState<Record<number, Metric[]>>({});
+  const [points, setPoints] = useState<Point[]>([]);
+  const [metric, setMetric] = useState("fvu");
+  const [error, setError] = useState<string | null>(null);
+  const ids = useMemo(() => (params.get("ids") ?? "").split(",").map(Number).filter((n) => n > 0), [params]);
+
+  useEffect(() => {
+    call(api.GET("/api/v1/trainings", { params: { query: { limit: 500 } } }))
+      .then(async (page) => {
+        setRuns(page.items);
+        // the frontier: each finished SAE's last held-out L0 and FVU
+        const done = page.items.filter((r) => r.status === "completed").slice(0, 100);
+        const found = await Promise.all(
+          done.map(async (r) => {
+            const rows = await call(api.GET("/api/v1/trainings/{training_id}/metrics", { params: { path: { training_id: r.id }, query: { kind: ["eval"] } } }));
+            const last = rows.at(-1)?.metrics as Record<string, number> | undefined;
+            const m = (last ? { l0: last.eval_l0, fvu: last.eval_fvu } : r.latest_metrics) as { l0?: number; fvu?: number } | null;
+            return m && m.l0 !== undefined && m.fvu !== undefined ? { id: r.id, name: r.name, l0: m.l0, fvu: m.fvu, architecture: r.architecture } : null;
+          }),
+        );
+        setPoints(found.filter((p): p is Point => p !== null));
+      })
+      .catch((e) => setError((e as Error).message));
+  }, []);
+
+  useEffect(() => {
+    const missing = ids.filter((id) => !(id in curves));
+    if (!missing.length) return;
+    Promise.all(
+      missing.map(async (id) => [id, await call(api.GET("/api/v1/trainings/{training_id}/metrics", { params: { path: { training_id: id }, query: { kind: ["train"] } } }))] as const),
+    )
+      .then((found) => setCurves((prev) => ({ ...prev, ...Object.fromEntries(found) })))
+      .catch((e) => setError((e as Error).message));
+  }, [ids, curves]);
+
+  const data = useMemo(() => {
+    const byStep = new Map<number, Record<string, number>>();
+    for (const id of ids) {
+      for (const row of curves[id] ?? []) {
+        const v = (row.metrics as Record<string, number>)[metric];
+        if (typeof v !== "number") continue;
+        const p = byStep.get(row.step) ?? { step: row.step };
+        p[`r${id}`] = v;
+        byStep.set(row.step, p);
+      }
+    }
+    return [...byStep.values()].sort((a, b) => a.step - b.step);
+  }, [ids, curves, metric]);
+
+  function toggle(id: number, on: boolean) {
+    const next = on ? [...ids, id] : ids.filter((x) => x !== id);
+    setParams(next.length ? { ids: next.join(",") } : {});
+  }
+
+  const m = METRICS.find((x) => x.key === metric)!;
+  const archs = [...new Set(points.map((p) => p.architecture))];
+  const COLORS = ["#818cf8", "#34d399", "#f472b6", "#fbbf24", "#38bdf8", "#f87171", "#a78bfa"];
+
+  return (
+    <div className="space-y-4">
+      <h1 className="text-xl font-semibold">Compare runs</h1>
+      <ErrorBanner message={error} onClose={() => setError(null)} />
+      <div className="grid gap-4 lg:grid-cols-[18rem_1fr]">
+        <Panel title="Runs">
+          {runs.length === 0 ? (
+            <p className="text-sm text-slate-400">No runs yet.</p>
+          ) : (
+            <ul className="max-h-[28rem] space-y-1 overflow-y-auto pr-1">
+              {runs.map((r) => (
+                <li key={r.id}>
+                  <label className="flex items-center gap-2 rounded px-1 py-1 text-sm hover:bg-slate-800/60">
+                    <input type="checkbox" className="accent-indigo-500" checked={ids.includes(r.id)} onChange={(e) => toggle(r.id, e.target.checked)} aria-label={`Compare ${r.name}`} />
+                    <span className="min-w-0 flex-1 truncate">{r.name}</span>
+                    <StatusBadge status={r.status} />
+                  </label>
+                </li>
+              ))}
+            </ul>
+          )}
+        </Panel>
+        <div className="min-w-0 space-y-4">
+          <div className="flex items-center gap-2">
+            <label htmlFor="cmp-metric" className="text-sm text-slate-300">
+              Metric
+            </label>
+            <select id="cmp-metric" value={metric} onChange={(e) => setMetric(e.target.value)}>
+              {METRICS.map((x) => (
+                <option key={x.key} value={x.key}>
+                  {x.label}
+                </option>
+              ))}
+            </select>
+          </div>
+          {ids.length ? (
+            <MetricChart
+              key={metric}
+              title={`${m.label} over steps`}
+              data={data}
+              series={ids.map((id) => ({ key: `r${id}`, label: runs.find((r) => r.id === id)?.name ?? `#${id}` }))}
+              defaultLog={m.log}
+              height={300}
+            />
+          ) : (
+            <Panel>
+              <p className="text-sm text-slate-400">Pick runs on the left to overlay their curves.</p>
+            </Panel>
+          )}
+          <figure aria-label="L0 versus FVU of finished SAEs" className="rounded-lg border border-slate-800 bg-slate-900/60 p-3">
+            <figcaption className="mb-2 text-sm font-semibold text-slate-200">
+              Sparsity vs fidelity <span className="font-normal text-slate-400">(held-out L0 and FVU of finished SAEs; lower-left is better)</span>
+            </figcaption>
+            {points.length ? (
+              <>
+                <div style={{ height: 300 }}>
+                  <ResponsiveContainer width="100%" height="100%">
+                    <ScatterChart margin={{ top: 8, right: 12, bottom: 8, left: 0 }}>
+                      <CartesianGrid stroke="#1e293b" />
+                      <XAxis type="number" dataKey="l0" name="L0" stroke="#64748b" fontSize={11} label={{ value: "L0", position: "insideBottomRight", offset: -4, fill: "#94a3b8", fontSize: 11 }} />
+                      <YAxis type="number" dataKey="fvu" name="FVU" stroke="#64748b" fontSize={11} width={52} tickFormatter={(v) => formatMetric(v)} />
+                      <ZAxis range={[70, 70]} />
+                      <Tooltip
+                        contentStyle={{ background: "#0f172a", border: "1px solid #334155", fontSize: 12 }}
+                        formatter={(v: number) => formatMetric(v)}
+                        labelFormatter={() => ""}
+                      />
+                      <Legend wrapperStyle={{ fontSize: 11 }} />
+                      {archs.map((a, i) => (
+                        <Scatter key={a} name={a} data={points.filter((p) => p.architecture === a)} fill={COLORS[i % COLORS.length]} isAnimationActive={false} />
+                      ))}
+                    </ScatterChart>
+                  </ResponsiveContainer>
+                </div>
+                <table className="mt-2 w-full text-left text-xs text-slate-300" aria-label="Finished SAEs">
+                  <thead className="text-slate-500">
+                    <tr>
+                      <th className="py-1">Run</th>
+                      <th>L0</th>
+                      <th>FVU</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {points.map((p) => (
+                      <tr key={p.id} className="border-t border-slate-800" data-testid="frontier-point">
+                        <td className="max-w-[12rem] truncate py-1">{p.name}</td>
+                        <td className="font-mono">{formatMetric(p.l0)}</td>
+                        <td className="font-mono">{formatMetric(p.fvu)}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </>
+            ) : (
+              <p className="py-6 text-center text-sm text-slate-400">No finished SAEs yet.</p>
+            )}
+          </figure>
+        </div>
+      </div>
+    </div>
+  );
+}

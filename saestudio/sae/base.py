@@ -8,6 +8,7 @@ with a skip path, ``W_skip[d_out, d_in]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -61,6 +62,8 @@ class LossSettings:
     dead_mask: Tensor | None = None  # [d_sae] bool, latents dead for dead_after_tokens
     aux_k: int = 0
     aux_coefficient: float = 0.0
+    batch_mean: Callable[[Tensor], Tensor] | None = None
+    """Mean over dim 0 of the whole batch; under torchrun, of the global batch across ranks."""
 
 
 def mse_sum(target: Tensor, x_hat: Tensor) -> Tensor:
@@ -117,7 +120,8 @@ class SparseAutoencoder(nn.Module):
         """Encoder pre-activations ``[batch, d_sae]``."""
         if self.subtract_b_dec_from_input:
             x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        # the bias goes into the product kernel (no separate add over [batch, d_sae])
+        return torch.addmm(self.b_enc, x, self.W_enc)
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         """The nonlinearity: ``[batch, d_sae]`` pre-activations → latents."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from saestudio.sae import sparse_ops
 from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import SAEConfig
+from saestudio.sae.sparse_ops import Active
 from saestudio.sae.topk import DEFAULTS as TOPK_DEFAULTS
 from saestudio.sae.topk import TopKSAE
 
@@ -42,6 +44,20 @@ class BatchTopKSAE(TopKSAE):
         z = torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre_acts)
         self._update_threshold(values)
         return z
+
+    def _select(self, pre: Tensor) -> tuple[Active, Tensor]:
+        """Sparse training path: the k·batch largest pre-activations of the whole batch.
+
+        Selecting on raw pre-activations and ReLU-ing the picks after gives the same z as
+        selecting on ReLU'd ones (ties at zero contribute zero either way), without a
+        dense ReLU pass."""
+        batch = pre.shape[0]
+        n_keep = min(self.cfg.k * batch, pre.numel())
+        raw, flat_idx = pre.flatten().topk(n_keep, sorted=False)
+        active, perm = sparse_ops.from_flat(flat_idx, batch, self.d_sae)
+        raw = raw[perm]
+        self._update_threshold(raw.relu())
+        return active, raw
 
     @torch.no_grad()
     def _update_threshold(self, kept: Tensor) -> None:

@@ -8,7 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from saestudio.sae.base import ArchDefaults, ForwardOutput, LossSettings, SparseAutoencoder
+from saestudio.sae import sparse_ops
+from saestudio.sae.base import (
+    ArchDefaults,
+    ForwardOutput,
+    LossOutput,
+    LossSettings,
+    SparseAutoencoder,
+    mse_sum,
+)
+from saestudio.sae.sparse_ops import Active
 
 # Gao et al. §2.3/§A: Adam eps 6.25e-10, lr 2e-4 at 16k latents scaling as 1/√(d_sae/2^14)
 # (the trainer applies that scaling when lr is not given), AuxK α = 1/32, k_aux = d_in/2.
@@ -50,14 +59,46 @@ def auxk_loss(
     # no bias: it models the residual; -inf (live latents) ReLU to 0 weight
     recon = sparse_decode(indices, values.relu(), sae.W_dec)  # [batch, d_out]
     err = (recon - residual).pow(2).sum(dim=-1).mean()
-    var = (residual - residual.mean(0)).pow(2).sum(dim=-1).mean().clamp_min(1e-12)
+    # the residual's variance over the whole batch (all ranks' rows under torchrun), so that
+    # averaging the ranks' gradients gives the single-process gradient
+    mean = settings.batch_mean or (lambda t: t.mean(0))
+    var = mean((residual - mean(residual)).pow(2).sum(dim=-1)).clamp_min(1e-12)
     any_dead = settings.dead_mask.any().to(err.dtype)
     return torch.nan_to_num(err / var, nan=0.0) * any_dead
 
 
+def _aux_selection(pre: Tensor, dead_mask: Tensor, k_aux: int) -> tuple[Active, Tensor] | None:
+    """AuxK's per-row top-k_aux among dead latents → (entries, raw pre-activations).
+
+    On the CPU the dead count is free to read, so only the dead columns are searched
+    (none dead: nothing to do). On an accelerator, a masked top-k over all latents keeps
+    the step free of host syncs; the -inf picks of live latents ReLU to zero weight.
+    """
+    if pre.device.type == "cpu":
+        dead_idx = dead_mask.nonzero().squeeze(1)
+        n_dead = dead_idx.numel()
+        if n_dead == 0:
+            return None
+        if n_dead * 4 < pre.shape[1]:
+            sub = pre.index_select(1, dead_idx)  # [batch, n_dead]
+            raw, j = sub.topk(min(k_aux, n_dead), dim=-1, sorted=False)
+            return sparse_ops.per_row(dead_idx[j]), raw.reshape(-1)
+    masked = pre.masked_fill(~dead_mask, float("-inf"))
+    raw, idx = masked.topk(min(k_aux, pre.shape[1]), dim=-1, sorted=False)
+    return sparse_ops.per_row(idx), raw.reshape(-1)
+
+
 class TopKSAE(SparseAutoencoder):
     """z = TopK(ReLU(W_enc x + b_enc)); loss = MSE + α·AuxK; unit-norm decoder rows with
-    the parallel gradient component removed each step."""
+    the parallel gradient component removed each step.
+
+    Training (``loss`` in train mode with gradients on) takes a sparse path: one dense
+    encoder product, under no graph, chooses the active latents; everything after it —
+    decoding, AuxK, and the backward of encoder and decoder — touches only those
+    entries (:mod:`saestudio.sae.sparse_ops`). The returned ``out.z`` and
+    ``out.pre_acts`` are then sparse COO tensors holding the chosen entries.
+    ``forward``/``encode`` always return dense tensors.
+    """
 
     unit_norm_decoder: ClassVar[bool] = True
 
@@ -78,6 +119,64 @@ class TopKSAE(SparseAutoencoder):
 
     def sparsity_terms(self, out: ForwardOutput, settings: LossSettings) -> dict[str, Tensor]:
         return {}  # sparsity is structural
+
+    # ---- the sparse training path --------------------------------------------------------
+    def _select(self, pre: Tensor) -> tuple[Active, Tensor]:
+        """The active latents of a batch and their raw pre-activations (row-major)."""
+        raw, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return sparse_ops.per_row(idx), raw.reshape(-1)
+
+    def loss(self, x: Tensor, target: Tensor | None, settings: LossSettings) -> LossOutput:
+        if not (self.training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            return super().loss(x, target, settings)
+        return self._sparse_loss(x, x if target is None else target, settings)
+
+    def _sparse_loss(self, x: Tensor, target: Tensor, settings: LossSettings) -> LossOutput:
+        """Same value and gradients as ``SparseAutoencoder.loss`` (tests/unit/test_fast_paths)."""
+        use_aux = (
+            settings.dead_mask is not None and settings.aux_k > 0 and settings.aux_coefficient > 0
+        )
+        with torch.no_grad():  # the one dense product; it only chooses entries
+            pre = self.pre_activations(x)  # [batch, d_sae]
+            main, main_raw = self._select(pre)
+            aux = None
+            if use_aux:
+                assert settings.dead_mask is not None
+                aux = _aux_selection(pre, settings.dead_mask, settings.aux_k)
+            del pre
+        enc_in = x - self.b_dec if self.subtract_b_dec_from_input else x
+        if aux is None:
+            main_pre = sparse_ops.gather_preacts(enc_in, self.W_enc, self.b_enc, main, main_raw)
+        else:  # one sparse encoder backward for both selections
+            both = sparse_ops.concat(main, aux[0])
+            raw = sparse_ops.gather_preacts(
+                enc_in, self.W_enc, self.b_enc, both, torch.cat([main_raw, aux[1]])
+            )
+            main_pre, aux_pre = raw.split([main_raw.numel(), aux[1].numel()])
+        values = main_pre.relu()
+        x_hat = sparse_ops.coo_decode(main, values, self.W_dec).to(x.dtype) + self.b_dec
+        skip = self.skip_path(x)
+        if skip is not None:
+            x_hat = x_hat + skip
+        mse = mse_sum(target, x_hat)
+        loss, terms = mse, {"mse": mse}
+        if use_aux:
+            auxk = x_hat.new_zeros(())
+            if aux is not None:
+                residual = (target - x_hat).detach()
+                recon = sparse_ops.coo_decode(aux[0], aux_pre.relu(), self.W_dec)
+                err = (recon.to(residual.dtype) - residual).pow(2).sum(dim=-1).mean()
+                mean = settings.batch_mean or (lambda t: t.mean(0))  # global batch (torchrun)
+                var = mean((residual - mean(residual)).pow(2).sum(dim=-1)).clamp_min(1e-12)
+                auxk = torch.nan_to_num(err / var, nan=0.0)
+                if x.device.type != "cpu":  # masked selection: zero when nothing is dead
+                    assert settings.dead_mask is not None
+                    auxk = auxk * settings.dead_mask.any().to(auxk.dtype)
+            loss = loss + settings.aux_coefficient * auxk
+            terms["auxk"] = auxk
+        z = sparse_ops.to_sparse_latents(main, values, self.d_sae)
+        pre_acts = sparse_ops.to_sparse_latents(main, main_pre, self.d_sae)
+        return LossOutput(loss, terms, ForwardOutput(x_hat, z, pre_acts))
 
     def aux_terms(
         self, x: Tensor, target: Tensor, out: ForwardOutput, settings: LossSettings

@@ -24,6 +24,17 @@ def reconstruction_metrics(target: Tensor, x_hat: Tensor, z: Tensor) -> dict[str
         "mse_per_element": err.mean(),
         "fvu": fvu,
         "explained_variance": 1 - fvu,
+        **latent_metrics(z),
+    }
+
+
+def latent_metrics(z: Tensor) -> dict[str, Tensor]:
+    """L0 and L1 of latents ``[batch, d_sae]``, dense or sparse COO (the TopK training path)."""
+    if z.is_sparse:
+        values = z._values().float()
+        rows = max(z.shape[0], 1)
+        return {"l0": (values != 0).sum() / rows, "l1": values.abs().sum() / rows}
+    return {
         "l0": (z != 0).float().sum(dim=-1).mean(),
         "l1": z.float().abs().sum(dim=-1).mean(),
     }

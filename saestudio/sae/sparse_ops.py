@@ -1,0 +1,189 @@
+"""Sparse kernels for TopK-style SAEs: the training step without ``[batch, d_sae]`` dense
+work beyond the one encoder product that chooses the active latents.
+
+The active latents of a batch are a list of ``nnz`` entries in row-major COO form:
+``rows`` (ascending), ``cols`` (latent ids) and per-row ``offsets`` into that list.
+
+- :func:`gather_preacts` declares "these are the encoder pre-activations at (rows, cols)"
+  for values the caller already computed without a graph, and supplies the backward:
+  ``∂W_enc`` and ``∂b_enc`` touch only those entries. ``∂W_encᵀ[m] = Σ_{e: col_e = m}
+  g_e · x[row_e]`` is a segment sum, computed by ``embedding_bag`` over the entries
+  sorted by latent — a sparse ``Gᵀ·X`` without ever building the dense gradient.
+- :func:`coo_decode` is ``z @ W_dec`` for such a z: ``embedding_bag`` forward; backward
+  ``∂values`` by a sampled dense-dense product (``torch.sparse.sampled_addmm``) and
+  ``∂W_dec`` by the same sorted segment sum.
+
+Both are the same functions as the dense paths (tests/unit/test_fast_paths.py checks
+values and gradients against them).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class Active(NamedTuple):
+    """Selected entries of a ``[batch, d_sae]`` matrix, row-major (``rows`` ascending)."""
+
+    rows: Tensor  # [nnz] long, ascending
+    cols: Tensor  # [nnz] long, latent ids
+    offsets: Tensor  # [batch] long, where each row's entries start
+    batch: int
+
+
+def per_row(indices: Tensor) -> Active:
+    """The ``Active`` layout of a per-row selection ``indices[batch, k]`` (TopK, AuxK)."""
+    batch, k = indices.shape
+    dev = indices.device
+    rows = torch.arange(batch, device=dev).repeat_interleave(k)
+    return Active(rows, indices.reshape(-1), torch.arange(0, batch * k, k, device=dev), batch)
+
+
+def from_flat(flat_indices: Tensor, batch: int, d_sae: int) -> tuple[Active, Tensor]:
+    """Entries picked from ``pre.flatten()`` (BatchTopK), sorted row-major.
+
+    Returns the layout and the permutation applied to ``flat_indices`` (to reorder the
+    values that came with them)."""
+    flat_sorted, perm = flat_indices.sort()
+    rows = torch.div(flat_sorted, d_sae, rounding_mode="floor")
+    cols = flat_sorted - rows * d_sae
+    counts = torch.bincount(rows, minlength=batch)
+    offsets = counts.cumsum(0) - counts
+    return Active(rows, cols, offsets, batch), perm
+
+
+def concat(a: Active, b: Active) -> Active:
+    """Entries of ``a`` then ``b`` (rows no longer sorted: only for :func:`gather_preacts`)."""
+    return Active(torch.cat([a.rows, b.rows]), torch.cat([a.cols, b.cols]), a.offsets[:0], a.batch)
+
+
+def _segment_sum_by_col(
+    cols: Tensor, rows: Tensor, weights: Tensor, dense: Tensor, n: int
+) -> Tensor:
+    """``out[m] = Σ_{e: cols_e = m} weights_e · dense[rows_e]`` → ``[n, dense.shape[1]]``.
+
+    Sorting the entries by column turns the scatter into contiguous bags, which
+    ``embedding_bag`` sums with vectorised row reads (no ``[nnz, d]`` temporary).
+    """
+    order = cols.argsort()
+    counts = torch.bincount(cols, minlength=n)
+    offsets = counts.cumsum(0) - counts
+    return F.embedding_bag(
+        rows[order], dense, offsets, mode="sum", per_sample_weights=weights[order].to(dense.dtype)
+    )
+
+
+class _GatherPreacts(torch.autograd.Function):
+    """pre[rows, cols] with pre = x @ W_enc + b_enc; the values are passed in precomputed."""
+
+    @staticmethod
+    def forward(
+        x: Tensor, W_enc: Tensor, b_enc: Tensor, rows: Tensor, cols: Tensor, values: Tensor
+    ) -> Tensor:
+        return values.clone()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, W_enc, b_enc, rows, cols, _ = inputs
+        ctx.save_for_backward(x, W_enc, rows, cols)
+        ctx.d_sae = b_enc.shape[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, W_enc, rows, cols = ctx.saved_tensors
+        d_sae = ctx.d_sae
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:  # ∂x[b] = Σ_e g_e · W_enc[:, col_e]
+            grad_x = torch.zeros_like(x).index_add_(
+                0, rows, F.embedding(cols, W_enc.t()) * grad.unsqueeze(1)
+            )
+        if ctx.needs_input_grad[1]:  # ∂W_encᵀ = Gᵀ·X, G sparse
+            grad_w = _segment_sum_by_col(cols, rows, grad, x.to(W_enc.dtype), d_sae).t()
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(
+                0, cols, grad
+            )
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def gather_preacts(
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, active: Active, values: Tensor
+) -> Tensor:
+    """Differentiable ``(x @ W_enc + b_enc)[rows, cols]`` → ``[nnz]``, given those values.
+
+    The caller computes the dense pre-activations once without a graph (it needs them
+    to choose the entries); gradients then flow to x, W_enc and b_enc through the chosen
+    entries only.
+    """
+    out: Tensor = _GatherPreacts.apply(x, W_enc, b_enc, active.rows, active.cols, values)
+    return out
+
+
+class _CooDecode(torch.autograd.Function):
+    """``out[b] = Σ_{e in row b} values_e · W_dec[cols_e]`` (= z @ W_dec)."""
+
+    @staticmethod
+    def forward(
+        rows: Tensor, cols: Tensor, offsets: Tensor, values: Tensor, W_dec: Tensor
+    ) -> Tensor:
+        return F.embedding_bag(
+            cols, W_dec, offsets, mode="sum", per_sample_weights=values.to(W_dec.dtype)
+        )
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        rows, cols, offsets, values, W_dec = inputs
+        ctx.save_for_backward(rows, cols, offsets, values, W_dec)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        rows, cols, offsets, values, W_dec = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_values = grad_w = None
+        if ctx.needs_input_grad[3]:  # ∂values_e = ⟨g[row_e], W_dec[col_e]⟩, sampled product
+            nnz = cols.shape[0]
+            crow = torch.cat([offsets, offsets.new_full((1,), nnz)])
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                pattern = torch.sparse_csr_tensor(
+                    crow,
+                    cols,
+                    torch.zeros(nnz, dtype=grad.dtype, device=grad.device),
+                    size=(grad.shape[0], W_dec.shape[0]),
+                    check_invariants=False,
+                )
+            grad_values = torch.sparse.sampled_addmm(pattern, grad, W_dec.t()).values()
+            grad_values = grad_values.to(values.dtype)
+        if ctx.needs_input_grad[4]:  # ∂W_dec[m] = Σ_{e: col_e = m} values_e · g[row_e]
+            grad_w = _segment_sum_by_col(cols, rows, values, grad.to(W_dec.dtype), W_dec.shape[0])
+        return None, None, None, grad_values, grad_w
+
+
+def coo_decode(active: Active, values: Tensor, W_dec: Tensor) -> Tensor:
+    """``z @ W_dec`` for the sparse z given by ``active`` and ``values`` → ``[batch, d_out]``."""
+    out: Tensor = _CooDecode.apply(active.rows, active.cols, active.offsets, values, W_dec)
+    return out
+
+
+def to_sparse_latents(active: Active, values: Tensor, d_sae: int) -> Tensor:
+    """A ``[batch, d_sae]`` sparse COO tensor (detached) — the training path's ``z``."""
+    return torch.sparse_coo_tensor(
+        torch.stack([active.rows, active.cols]),
+        values.detach(),
+        (active.batch, d_sae),
+        check_invariants=False,
+    )
+
+
+def fire_counts(z: Tensor, d_sae: int) -> Tensor:
+    """How many rows of ``z`` (dense or sparse COO) each latent is non-zero in → ``[d_sae]``."""
+    if z.is_sparse:
+        cols = z._indices()[1]
+        nonzero = (z._values() != 0).long()
+        return torch.zeros(d_sae, dtype=torch.long, device=z.device).index_add_(0, cols, nonzero)
+    return (z != 0).sum(0)

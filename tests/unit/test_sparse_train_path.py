@@ -1,0 +1,178 @@
+"""The sparse training paths compute the same function as the plain dense ones (issue 6
+"Done means" 5): loss, every term, z, and every parameter's gradient, on fresh random
+inputs each run (the seed is printed on failure)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from saestudio.sae import LossSettings, SAEConfig, build_sae, sparse_ops
+from saestudio.sae.base import SparseAutoencoder
+from saestudio.training.metrics import latent_metrics, reconstruction_metrics
+
+
+def _fresh() -> tuple[torch.Generator, int]:
+    seed = int(torch.randint(0, 2**31, ()))
+    return torch.Generator().manual_seed(seed), seed
+
+
+def _perturbed(cfg: SAEConfig, g: torch.Generator) -> SparseAutoencoder:
+    sae = build_sae(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    return sae
+
+
+def _grads(sae: SparseAutoencoder, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    sae.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in sae.named_parameters() if p.grad is not None}
+
+
+ARCHS = {
+    "topk": ({"architecture": "topk"}, None),
+    "batchtopk": ({"architecture": "batchtopk"}, None),
+    "topk_skip_transcoder": (
+        {"architecture": "transcoder", "activation": "topk", "skip": True},
+        20,
+    ),
+    "batchtopk_transcoder": ({"architecture": "transcoder", "activation": "batchtopk"}, 28),
+}
+
+
+@pytest.mark.parametrize("dead", ["none_dead", "few_dead", "many_dead", "no_auxk"])
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_sparse_loss_equals_dense_loss(arch: str, dead: str) -> None:
+    g, seed = _fresh()
+    spec, d_out = ARCHS[arch]
+    d_sae = 96
+    cfg = SAEConfig(**spec, k=6, d_sae=d_sae).resolved(24, d_out)
+    sae = _perturbed(cfg, g)
+    x = torch.randn(37, 24, generator=g)
+    target = None if d_out is None else torch.randn(37, d_out, generator=g)
+    mask = {
+        "none_dead": torch.zeros(d_sae, dtype=torch.bool),
+        "few_dead": torch.randperm(d_sae, generator=g) < 5,  # searched column by column
+        "many_dead": torch.rand(d_sae, generator=g) < 0.6,  # masked top-k over all latents
+        "no_auxk": None,
+    }[dead]
+    settings = LossSettings(dead_mask=mask, aux_k=11, aux_coefficient=0.0 if mask is None else 0.3)
+    sae.train()
+    state = {k: v.clone() for k, v in sae.state_dict().items()}
+    fast = sae.loss(x, target, settings)
+    assert fast.out.z.is_sparse, "the training step should take the sparse path"
+    g_fast = _grads(sae, fast.loss)
+    sae.load_state_dict(state)  # BatchTopK's threshold EMA moved: start from the same state
+    plain = SparseAutoencoder.loss(sae, x, target, settings)
+    g_plain = _grads(sae, plain.loss)
+    msg = f"seed {seed}"
+    torch.testing.assert_close(fast.loss, plain.loss, msg=msg)
+    assert fast.terms.keys() == plain.terms.keys()
+    for name in plain.terms:
+        torch.testing.assert_close(fast.terms[name], plain.terms[name], msg=f"{name}, {msg}")
+    torch.testing.assert_close(fast.out.x_hat, plain.out.x_hat, msg=msg)
+    torch.testing.assert_close(fast.out.z.to_dense(), plain.out.z, msg=msg)
+    assert g_fast.keys() == g_plain.keys()
+    for name in g_plain:
+        torch.testing.assert_close(g_fast[name], g_plain[name], msg=f"∂{name}, {msg}")
+    if arch.startswith("batchtopk"):  # the inference threshold follows the same batches
+        sae.load_state_dict(state)
+        sae.loss(x, target, settings)
+        after_fast = sae.threshold_ema.clone()
+        sae.load_state_dict(state)
+        SparseAutoencoder.loss(sae, x, target, settings)
+        torch.testing.assert_close(after_fast, sae.threshold_ema, msg=msg)
+
+
+def test_eval_mode_and_no_grad_stay_dense() -> None:
+    cfg = SAEConfig(architecture="topk", k=4, d_sae=40).resolved(12)
+    sae = build_sae(cfg)
+    x = torch.randn(9, 12)
+    sae.eval()
+    assert not sae.loss(x, None, LossSettings()).out.z.is_sparse
+    sae.train()
+    with torch.no_grad():
+        assert not sae.loss(x, None, LossSettings()).out.z.is_sparse
+
+
+def test_primitives_match_dense_products() -> None:
+    g, seed = _fresh()
+    batch, d_in, d_sae, d_out = 21, 10, 50, 7
+    x = torch.randn(batch, d_in, generator=g, requires_grad=True)
+    W_enc = torch.randn(d_in, d_sae, generator=g, requires_grad=True)
+    b_enc = torch.randn(d_sae, generator=g, requires_grad=True)
+    W_dec = torch.randn(d_sae, d_out, generator=g, requires_grad=True)
+    # a ragged selection (BatchTopK-like), some rows empty, some latents repeated across rows
+    flat = torch.randperm(batch * d_sae, generator=g)[:60]
+    flat = flat[(flat // d_sae) % 4 != 1]
+    active, perm = sparse_ops.from_flat(flat, batch, d_sae)
+    assert torch.equal(active.rows, torch.sort(active.rows).values)
+
+    pre = x @ W_enc + b_enc
+    picked = sparse_ops.gather_preacts(
+        x, W_enc, b_enc, active, pre.detach()[active.rows, active.cols]
+    )
+    vals = picked.tanh()  # any differentiable use of the picked values
+    out = sparse_ops.coo_decode(active, vals, W_dec)
+    z = torch.zeros(batch, d_sae).index_put(
+        (active.rows, active.cols), pre[active.rows, active.cols].tanh()
+    )
+    ref = z @ W_dec
+    torch.testing.assert_close(out, ref, msg=f"seed {seed}")
+    w = torch.randn(batch, d_out, generator=g)
+    params = (x, W_enc, b_enc, W_dec)
+    ga = torch.autograd.grad((out * w).sum(), params)
+    gb = torch.autograd.grad((ref * w).sum(), params)
+    for name, a, b in zip(("x", "W_enc", "b_enc", "W_dec"), ga, gb, strict=True):
+        torch.testing.assert_close(a, b, msg=f"∂{name}, seed {seed}")
+    # the latents tensor and the metrics read from it
+    zs = sparse_ops.to_sparse_latents(active, vals, d_sae)
+    torch.testing.assert_close(zs.to_dense(), z.detach())
+    torch.testing.assert_close(sparse_ops.fire_counts(zs, d_sae), sparse_ops.fire_counts(z, d_sae))
+    for k, v in latent_metrics(z.detach()).items():
+        torch.testing.assert_close(latent_metrics(zs)[k], v, msg=k)
+    t = torch.randn(batch, d_out, generator=g)
+    dense_m = reconstruction_metrics(t, ref.detach(), z.detach())
+    sparse_m = reconstruction_metrics(t, ref.detach(), zs)
+    for k in dense_m:
+        torch.testing.assert_close(sparse_m[k], dense_m[k], msg=k)
+
+
+def test_fire_counts_ignore_zero_values() -> None:
+    """A TopK pick whose ReLU'd value is 0 did not fire (as `z != 0` on the dense z)."""
+    active = sparse_ops.per_row(torch.tensor([[0, 3], [3, 1]]))
+    zs = sparse_ops.to_sparse_latents(active, torch.tensor([0.0, 2.0, 1.0, 0.0]), 5)
+    assert sparse_ops.fire_counts(zs, 5).tolist() == [0, 0, 0, 2, 0]
+
+
+@pytest.mark.parametrize(
+    "spec,d_out",
+    [
+        ({"architecture": "standard"}, None),
+        ({"architecture": "standard_anthropic"}, None),  # b_dec subtracted: ∂x flows to b_dec
+        ({"architecture": "transcoder", "skip": True}, 13),  # ReLU transcoder with W_skip
+    ],
+)
+def test_fused_relu_l1_loss_equals_plain(spec: dict, d_out: int | None) -> None:
+    g, seed = _fresh()
+    cfg = SAEConfig(**spec, d_sae=70).resolved(19, d_out)
+    sae = _perturbed(cfg, g)
+    x = torch.randn(41, 19, generator=g)
+    target = None if d_out is None else torch.randn(41, d_out, generator=g)
+    settings = LossSettings(sparsity_coefficient=float(torch.rand((), generator=g)) * 3)
+    sae.train()
+    fast = sae.loss(x, target, settings)
+    g_fast = _grads(sae, fast.loss)
+    plain = SparseAutoencoder.loss(sae, x, target, settings)
+    g_plain = _grads(sae, plain.loss)
+    msg = f"seed {seed}"
+    torch.testing.assert_close(fast.loss, plain.loss, msg=msg)
+    for name in plain.terms:
+        torch.testing.assert_close(fast.terms[name], plain.terms[name], msg=f"{name}, {msg}")
+    torch.testing.assert_close(fast.out.x_hat, plain.out.x_hat, msg=msg)
+    torch.testing.assert_close(fast.out.z, plain.out.z, msg=msg)
+    assert g_fast.keys() == g_plain.keys()
+    for name in g_plain:
+        torch.testing.assert_close(g_fast[name], g_plain[name], msg=f"∂{name}, {msg}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -156,9 +157,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             else ckpt.load_checkpoint(args.resume).state["config"]
         )
     cfg = load_config(args, base)
-    progress = ProgressCallback(quiet=args.quiet)
-    with _stop_on_signals(progress):
-        result = Trainer(cfg, [progress], resume=args.resume).fit()
+    from saestudio.training import distributed
+
+    if cfg.num_devices > 1 and not distributed.in_torchrun():
+        return _launch_torchrun(cfg, args)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    progress = ProgressCallback(quiet=args.quiet or not main_rank)
+    try:
+        with _stop_on_signals(progress):
+            result = Trainer(cfg, [progress], resume=args.resume).fit()
+    finally:
+        distributed.shutdown()
+    if not main_rank:  # rank 0 reports for the whole torchrun job
+        return 0
     ev = result.eval or {}
     if result.status == "completed":
         print(
@@ -181,6 +192,62 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"continue with: saestudio train --resume {cfg.out}"
         )
     return 0
+
+
+def _launch_torchrun(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    """``num_devices`` > 1 outside torchrun: run this same command under
+    ``torchrun --standalone --nproc_per_node num_devices``. torchrun gets its own process
+    group, so a Ctrl-C reaches the ranks once, as torchrun's SIGTERM: they checkpoint at
+    the same step and stop; a second Ctrl-C kills them."""
+    import subprocess
+
+    from saestudio.training import distributed
+
+    distributed.check_devices(cfg.num_devices, cfg.device)
+    cmd = distributed.torchrun_command(cfg.num_devices, ["-m", "saestudio.cli", *args.argv])
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    asked = []
+
+    def forward(*_: Any) -> None:
+        asked.append(1)
+        with contextlib.suppress(ProcessLookupError):
+            if len(asked) == 1:
+                proc.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        for sig in signals:
+            signal.signal(sig, forward)
+    try:
+        return proc.wait()
+    finally:
+        if in_main:
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Become a Celery worker (solo pool: one job at a time) on SAESTUDIO_QUEUE, with the
+    database, broker and data dir from the SAESTUDIO_* environment."""
+    import uuid
+
+    from saestudio.settings import get_settings
+
+    settings = get_settings()
+    name = args.name or f"saestudio-{uuid.uuid4().hex[:8]}"
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "saestudio.jobs.celery_app", "worker",
+        "--pool=solo", "--concurrency=1", "-Q", args.queue or settings.queue,
+        "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--loglevel=INFO",
+    ]  # fmt: skip
+    os.execv(sys.executable, cmd)  # signals (SIGTERM: warm shutdown) go straight to Celery
+    return 0  # not reached
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -215,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an SAE or transcoder",
         description="Train an SAE on a .npy/.safetensors file or folder. Writes the SAELens-format "
         "SAE into --out, checkpoints under --out/checkpoints, metrics into --out/metrics.jsonl. "
-        "Ctrl-C checkpoints and stops; --resume continues exactly.",
+        "Ctrl-C checkpoints and stops; --resume continues exactly. Data parallel: "
+        "--num-devices N runs N processes under torchrun (one per GPU with NCCL, or CPU "
+        "processes with gloo), or start it yourself: torchrun --nproc_per_node N -m "
+        "saestudio.cli train ...; N processes with --batch-size B equal one process with B.",
     )
     p.add_argument(
         "--config", metavar="FILE.yaml", help="YAML file of config fields; flags override it"
@@ -226,6 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "worker",
+        help="run a job worker (Celery) for the studio",
+        description="Run queued trainings and extractions, one at a time, from the queue in "
+        "SAESTUDIO_QUEUE (default saestudio), with SAESTUDIO_DATABASE_URL, SAESTUDIO_BROKER_URL "
+        "and SAESTUDIO_DATA_DIR (the data dir must be the same path on every machine). A "
+        "training with num_devices N runs as torchrun with N processes on this worker. "
+        "SIGTERM: the running job checkpoints and goes back to the queue.",
+    )
+    p.add_argument("--name", help="worker name (NAME@host); default saestudio-<random>")
+    p.add_argument("--queue", help="queue to consume [default: SAESTUDIO_QUEUE or saestudio]")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("export", help="export a checkpoint in the SAELens format")
     p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
@@ -258,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-run under torchrun
     from saestudio.activations.store import DataError
     from saestudio.training.trainer import TrainingDiverged
 

@@ -203,6 +203,9 @@ def run_training(
     checkpointed, its status is back to ``queued`` and the caller should re-enqueue it;
     or ``lost`` (nothing recorded) when the store gave the job to another worker.
     ``cfg.out`` is replaced by ``run_dir`` (the service decides where runs live).
+    ``cfg.num_devices`` > 1 trains with that many torchrun processes on this worker
+    (:mod:`saestudio.jobs.torchrun_job`); fewer devices here fail the run with a message
+    naming ``num_devices``.
     """
     timing = timing or JobTiming()
     hostname = hostname or socket.gethostname()
@@ -234,7 +237,12 @@ def run_training(
             if start is not None:  # one SAE: exactly that folder; several: the trainer picks
                 one = len(cfg.sae_jobs()) == 1
                 resume = ckpt.step_dir(Path(run_dir) / "checkpoints", start) if one else run_dir
-            result = Trainer(cfg, [cb], resume=resume).fit()
+            if cfg.num_devices > 1:  # a torchrun job on this worker, rank 0 reporting to cb
+                from saestudio.jobs.torchrun_job import run_torchrun
+
+                result = run_torchrun(cfg, [cb], resume)
+            else:
+                result = Trainer(cfg, [cb], resume=resume).fit()
             heart.check()  # lost while finishing: the new owner reports, not us
             cb.flush(strict=True)  # a completed run has all its lines stored
             return _finish(cfg, result, cb, report)

@@ -172,6 +172,15 @@ class TrainConfig(BaseModel):
         "constant_norm_rescale (each row to norm √d_in, applied at inference too); none.",
     )
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:N.")
+    num_devices: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel processes (torchrun, DDP) on one machine: one per GPU "
+        "(NCCL) when the device is CUDA, else CPU processes with gloo (at most one per core). "
+        "`saestudio train` and the studio's workers launch torchrun themselves when it is "
+        "above 1; under an outside torchrun the world size is torchrun's.",
+    )
     autocast: Literal["auto", "bf16", "fp16", "none"] = Field(
         "auto", description="Mixed precision on CUDA (auto = bf16); always fp32 on CPU."
     )

@@ -8,6 +8,11 @@ permutation and cut into batches. The first contexts are held out for evaluation
 Because the row count of a window follows from its token ids alone (special tokens
 dropped or not), a resumed run can skip whole windows by tokenizing only, and re-enter
 the stream at exactly the batch it stopped at: resume is exact here too.
+
+Under torchrun each rank runs the model on its contiguous 1/W of every window's contexts
+and the ranks all-gather the activations (a gloo group of their own, used only by the
+reading thread), so every rank holds the window a single process would, and the model's
+work is split W ways.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from itertools import islice
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 
 from saestudio.activations.buffer import PrefetchIterator, RowStream
 from saestudio.activations.hookpoints import capture, resolve_hook, run_captured
@@ -28,18 +34,30 @@ from saestudio.activations.text_data import (
     special_token_ids,
 )
 from saestudio.training.config import TrainConfig
+from saestudio.training.distributed import SINGLE, Dist
 
 
 class OnTheFlySource:
     """Rows for the named hooks, computed by the model as training consumes them."""
 
-    def __init__(self, job: TrainConfig, names: list[str]):
+    def __init__(
+        self,
+        job: TrainConfig,
+        names: list[str],
+        device: torch.device | None = None,
+        dist: Dist = SINGLE,
+    ):
         from saestudio.activations.models import load_model
 
         assert job.model is not None and job.dataset is not None
         self.job = job
-        device = "cuda" if job.device == "auto" and torch.cuda.is_available() else job.device
-        self.device = torch.device("cpu" if device == "auto" else device)
+        if device is None:
+            name = "cuda" if job.device == "auto" and torch.cuda.is_available() else job.device
+            device = torch.device("cpu" if name == "auto" else name)
+        self.device = device
+        self.dist = dist
+        # the window gathers run in the prefetch thread: a group apart from the trainer's
+        self._group = tdist.new_group(backend="gloo") if dist.active else None
         self.model = load_model(job.model, job.model_dtype, str(self.device))
         self.tokenizer = load_tokenizer(job.model)
         self.hooks = [resolve_hook(self.model, n) for n in names]
@@ -78,6 +96,29 @@ class OnTheFlySource:
                 parts[n].append(acts[n].float().cpu()[keep])
         return {n: torch.cat(p) for n, p in parts.items()}
 
+    @torch.no_grad()
+    def window_activations(self, window: list[list[int]]) -> dict[str, torch.Tensor]:
+        """:meth:`activations` of a window; under torchrun computed 1/W per rank, gathered."""
+        if not self.dist.active:
+            return self.activations(window)
+        world, per = self.dist.world_size, -(-len(window) // self.dist.world_size)
+        mine = window[self.dist.rank * per : (self.dist.rank + 1) * per]
+        length, step = self.job.context_length, self.job.model_batch_size
+        local = {n: torch.zeros(per, length, w) for n, w in self.widths.items()}
+        for i in range(0, len(mine), step):
+            ids = torch.tensor(mine[i : i + step], dtype=torch.long)
+            with torch.inference_mode(), capture(self.model, self.hooks) as acts:
+                run_captured(self.model, input_ids=ids.to(self.device))
+            for n in self.names:
+                local[n][i : i + len(ids)] = acts[n].float().cpu()
+        keep = self._keep(torch.tensor(window))
+        out = {}
+        for n in self.names:
+            parts = [torch.empty_like(local[n]) for _ in range(world)]
+            tdist.all_gather(parts, local[n], group=self._group)
+            out[n] = torch.cat(parts)[: len(window)][keep]  # contiguous shares: window order
+        return out
+
     # ---- the stream ---------------------------------------------------------------------------
     def _windows(self) -> Iterator[tuple[int, int, list[list[int]]]]:
         """(epoch, window index, contexts) forever, after the held-out contexts."""
@@ -101,7 +142,7 @@ class OnTheFlySource:
             if offset >= rows:  # skipped on resume without running the model
                 offset -= rows
                 continue
-            acts = self.activations(window)
+            acts = self.window_activations(window)
             perm = torch.from_numpy(
                 np.random.default_rng([self.job.seed, epoch, w]).permutation(rows)
             )

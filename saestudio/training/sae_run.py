@@ -20,6 +20,7 @@ from saestudio.sae.sparse_ops import fire_counts
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.callbacks import MetricsFile
 from saestudio.training.config import Resolved, TrainConfig, resolve
+from saestudio.training.distributed import SINGLE, Dist
 from saestudio.training.metrics import density_histogram, log_sparsity, reconstruction_metrics
 from saestudio.training.schedules import lr_at, sparsity_at
 
@@ -51,8 +52,10 @@ class SAERun:
         names: tuple[str, str | None],
         widths: dict[str, int],
         device: torch.device,
+        dist: Dist = SINGLE,
     ):
         self.label, self.cfg, self.device = label, cfg, device
+        self.dist = dist  # torchrun: batch statistics and gradients are reduced over ranks
         self.input_name, self.target_name = names
         d_out = widths[self.target_name] if self.target_name else None
         self.hp: Resolved = resolve(cfg, widths[self.input_name], d_out)
@@ -102,6 +105,12 @@ class SAERun:
 
         self.scale_in = scale(sample_in)
         self.scale_out = scale(sample_out) if sample_out is not None else self.scale_in
+        if self.sae.init_biases_from_data:  # a resume overwrites these with the checkpoint's
+            rows = {self.input_name: sample_in}
+            if self.target_name and sample_out is not None:
+                rows[self.target_name] = sample_out
+            x, y = self.prepare(rows)
+            self.sae.init_biases_from_mean(x.mean(0), (x if y is None else y).mean(0))
 
     def prepare(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This SAE's input (and target) from a batch, normalised, on the device."""
@@ -141,10 +150,11 @@ class SAERun:
             dead_mask=self.since_fired >= hp.dead_after_tokens,
             aux_k=hp.aux_k,
             aux_coefficient=cfg.aux_k_coefficient,
+            batch_mean=self.dist.batch_mean,
         )
         self.optimizer.zero_grad(set_to_none=True)
         n_micro = cfg.grad_accum_steps
-        fired = torch.zeros_like(self.since_fired, dtype=torch.bool)
+        counts = torch.zeros_like(self.since_fired)  # [d_sae] rows each latent fired on
         ys = y.chunk(n_micro) if y is not None else (None,) * n_micro
         for xm, ym in zip(x.chunk(n_micro), ys, strict=True):
             with torch.autocast(
@@ -152,10 +162,12 @@ class SAERun:
             ):
                 out = self.loss_fn(xm, ym, settings)
             self.scaler.scale(out.loss / n_micro).backward()
-            counts = fire_counts(out.out.z.detach(), self.sae.d_sae)  # sparse z: no dense pass
-            fired |= counts > 0
-            self.fire_window += counts
+            counts += fire_counts(out.out.z.detach(), self.sae.d_sae)  # sparse z: no dense pass
         self.nonfinite |= ~torch.isfinite(out.loss.detach())
+        counts, self.nonfinite = self.dist.reduce_step(counts, self.nonfinite)
+        fired = counts > 0
+        self.fire_window += counts
+        self.dist.average_gradients(self.sae.parameters())
         self.scaler.unscale_(self.optimizer)
         self.sae.remove_parallel_decoder_grad()
         params = [p for p in self.sae.parameters() if p.grad is not None]
@@ -163,19 +175,23 @@ class SAERun:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.sae.after_optimizer_step()
-        self.since_fired += len(x)
+        rows = len(x) * self.dist.world_size  # the global batch
+        self.since_fired += rows
         self.since_fired.masked_fill_(fired, 0)
-        self.tokens_window += len(x)
+        self.tokens_window += rows
         return StepResult(out, xm, xm if ym is None else ym, grad_norm, lr, lam)
 
     # ---- reporting ---------------------------------------------------------------------------
     def metrics_line(self, step: int, r: StepResult, elapsed: float, rows: int) -> dict[str, Any]:
-        m = {k: float(v.detach()) for k, v in r.out.terms.items()}
-        rec = reconstruction_metrics(r.target, r.out.out.x_hat.detach(), r.out.out.z.detach())
+        terms = self.dist.mean_terms({**r.out.terms, "loss": r.out.loss})
+        m = {k: float(v.detach()) for k, v in terms.items() if k != "loss"}
+        rec = self.dist.reconstruction_metrics(
+            r.target, r.out.out.x_hat.detach(), r.out.out.z.detach()
+        )
         m.update({k: float(v) for k, v in rec.items()})
         dead = int((self.since_fired >= self.hp.dead_after_tokens).sum())
         m.update(
-            loss=float(r.out.loss.detach()),
+            loss=float(terms["loss"].detach()),
             grad_norm=float(r.grad_norm),
             lr=r.lr,
             sparsity_coefficient=r.lam,
@@ -277,9 +293,7 @@ class SAERun:
             torch.cuda.set_rng_state(c.tensors["cuda_rng"], self.device)
         self.last_eval = c.state.get("eval", {})
         self.last_checkpoint = c.path
-        step = int(c.state["step"])
-        ckpt.drop_after(self.ckpt_root, step)
-        return step
+        return int(c.state["step"])
 
     def export(self, step: int) -> Path:
         return export_sae(

@@ -17,6 +17,7 @@ import torch
 from saestudio.activations.buffer import RowStream
 from saestudio.activations.store import ArrayDataset, DataError
 from saestudio.training.config import TrainConfig
+from saestudio.training.distributed import SINGLE, Dist
 
 NORM_SAMPLE_BLOCKS = 16
 
@@ -103,9 +104,15 @@ class ArraySource:
             it.close()
 
 
-def open_source(job: TrainConfig, names: list[str]) -> TrainingSource:
+def open_source(
+    job: TrainConfig, names: list[str], device: torch.device | None = None, dist: Dist = SINGLE
+) -> TrainingSource:
+    """The job's rows. Under torchrun every rank opens the same source and reads the same
+    global batches; the trainer keeps each rank's shard (``Dist.shard``); on the fly, the
+    ranks split each window's model work (``dist``). ``device``: where an on-the-fly model
+    runs (this rank's GPU)."""
     if job.activations is not None:
         return ArraySource(job, names)
     from saestudio.training.onthefly import OnTheFlySource
 
-    return OnTheFlySource(job, names)
+    return OnTheFlySource(job, names, device, dist)

@@ -20,6 +20,7 @@ import torch
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.callbacks import TrainerCallback
 from saestudio.training.config import TrainConfig
+from saestudio.training.distributed import pick_device, setup
 from saestudio.training.sae_run import SAERun, StepResult, TrainingDiverged, export_sae
 from saestudio.training.sources import TrainingSource, open_source, stream_names
 
@@ -40,15 +41,6 @@ class TrainResult(NamedTuple):
     saes: dict[str, Path | None] = {}  # every SAE's export folder, by label
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: CUDA was asked for but is not available")
-    return dev
-
-
 class Trainer:
     def __init__(
         self,
@@ -58,19 +50,26 @@ class Trainer:
     ):
         self.cfg = cfg
         self.callbacks = list(callbacks)
-        self.device = pick_device(cfg.device)
+        # under torchrun: this rank's device and process group (data parallel, see
+        # saestudio.training.distributed); otherwise one process and cfg.device
+        self.dist, self.device = setup(cfg.device)
+        self.dist.check_batch(cfg.batch_size, cfg.grad_accum_steps)
         jobs = cfg.sae_jobs()
+        if self.dist.active:
+            _check_data_parallel(jobs)
         names = [stream_names(c) for _, c in jobs]
         needed = list(dict.fromkeys(n for pair in names for n in pair if n))
-        self.source: TrainingSource = open_source(cfg, needed)
+        self.source: TrainingSource = open_source(cfg, needed, self.device, self.dist)
         self.runs = [
-            SAERun(label, c, n, self.source.widths, self.device)
+            SAERun(label, c, n, self.source.widths, self.device, self.dist)
             for (label, c), n in zip(jobs, names, strict=True)
         ]
         self.steps = self.runs[0].hp.steps
         for run in self.runs:
+            # every rank reads the same deterministic sample: the same factors everywhere
             sample_out = self.source.sample_rows(run.target_name) if run.target_name else None
             run.set_scales(self.source.sample_rows(run.input_name), sample_out)
+            self.dist.broadcast_module(run.sae)  # identical replicas (same seed anyway)
         self.step = 0
         self._eval_rows: dict[str, torch.Tensor] | None = None
         if resume is not None:
@@ -87,7 +86,14 @@ class Trainer:
             self._eval_rows = self.source.eval_rows()
         return self._eval_rows
 
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): the one that writes metrics and checkpoints."""
+        return self.dist.is_main
+
     def _emit(self, run: SAERun, line: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
         # wall-clock time of the line (Unix seconds), as W&B's _timestamp: charts against
         # time, and the studio's live-latency check measures from it
         line["time"] = round(time.time(), 3)
@@ -98,7 +104,9 @@ class Trainer:
     def save_checkpoint(self) -> list[Path]:
         for run in self.runs:
             run.check_finite(self.step)  # before any run writes: all or none
-        paths = []
+        paths: list[Path] = []
+        if not self.is_main:  # rank 0 writes; the other ranks hold the same state
+            return paths
         for run in self.runs:
             path, best = run.save_checkpoint(self.step, self.eval_rows())
             paths.append(path)
@@ -123,13 +131,18 @@ class Trainer:
             found = [ckpt.load_checkpoint(root / max(common)) for root in roots]
         steps = {run.restore(c) for run, c in zip(self.runs, found, strict=True)}
         self.step = steps.pop()
+        self.dist.barrier()  # every rank has read its files before rank 0 prunes
+        if self.is_main:  # a resume from an older checkpoint supersedes the newer ones
+            for run in self.runs:
+                ckpt.drop_after(run.ckpt_root, self.step)
 
     def _control(self) -> str | None:
+        request = None
         if any(cb.should_stop() for cb in self.callbacks):
-            return "stopped"
-        if any(cb.should_pause() for cb in self.callbacks):
-            return "paused"
-        return None
+            request = "stopped"
+        elif any(cb.should_pause() for cb in self.callbacks):
+            request = "paused"
+        return self.dist.control(request)  # all ranks stop at the same step
 
     def _after_step(self, results: list[StepResult], t0: float, rows: int) -> tuple[float, int]:
         cfg, step = self.cfg, self.step
@@ -143,7 +156,7 @@ class Trainer:
         if step % cfg.density_every == 0 or last:
             for run in self.runs:
                 self._emit(run, run.density_line(step))
-        if step % cfg.eval_every == 0 and not last:
+        if step % cfg.eval_every == 0 and not last and self.is_main:
             for run in self.runs:
                 self._emit(run, {"step": step, "sae": run.label, **run.evaluate(self.eval_rows())})
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not last:
@@ -163,12 +176,13 @@ class Trainer:
     def fit(self) -> TrainResult:
         out = Path(self.cfg.out)
         out.mkdir(parents=True, exist_ok=True)
-        # the whole job's config: what `saestudio train --resume OUT` starts from
-        (out / JOB_FILE).write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=1))
-        for run in self.runs:
-            run.metrics_file.on_start(
-                step=self.step, total_steps=self.steps, resolved=run.hp.to_json()
-            )
+        if self.is_main:
+            # the whole job's config: what `saestudio train --resume OUT` starts from
+            (out / JOB_FILE).write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=1))
+            for run in self.runs:
+                run.metrics_file.on_start(
+                    step=self.step, total_steps=self.steps, resolved=run.hp.to_json()
+                )
         for cb in self.callbacks:
             cb.on_start(step=self.step, total_steps=self.steps, resolved=self.runs[0].hp.to_json())
         status = "completed"
@@ -176,19 +190,19 @@ class Trainer:
         try:
             t0, rows = time.perf_counter(), 0
             while self.step < self.steps:
-                batch = next(batches)
+                batch = self.dist.shard(next(batches), self.cfg.grad_accum_steps)
                 results = [run.train_step(self.step, *run.prepare(batch)) for run in self.runs]
                 self.step += 1
-                rows += len(next(iter(batch.values())))
+                rows += len(next(iter(batch.values()))) * self.dist.world_size
                 for cb in self.callbacks:
-                    cb.on_step(self.step)
+                    cb.on_step(self.step)  # every rank: control callbacks count steps
                 t0, rows = self._after_step(results, t0, rows)
                 control = self._control() if self.step < self.steps else None
                 if control:
                     status = control
                     break
             self.save_checkpoint()
-            if status == "completed":
+            if status == "completed" and self.is_main:
                 for run in self.runs:
                     self._emit(run, {"step": self.step, "sae": run.label, **run.last_eval})
         except BaseException:
@@ -198,11 +212,11 @@ class Trainer:
         finally:
             batches.close()  # type: ignore[attr-defined]
             self.source.close()
-        exports = {
-            r.label: r.export(self.step) if status == "completed" else None for r in self.runs
-        }
-        if status == "completed":
+        done = status == "completed" and self.is_main
+        exports = {r.label: r.export(self.step) if done else None for r in self.runs}
+        if done:
             self._downstream(exports)
+        self.dist.barrier()  # rank 0's exports exist when any rank returns
         for cb in self.callbacks:
             cb.on_end(status, self.step)
         first = self.runs[0]
@@ -215,6 +229,21 @@ class Trainer:
             first.last_checkpoint,
             exports,
         )
+
+
+def _check_data_parallel(jobs: list[tuple[str, TrainConfig]]) -> None:
+    """Refuse what data-parallel training cannot reproduce exactly yet."""
+    for _, c in jobs:
+        if c.sae.activation_fn == "batchtopk":
+            raise ValueError(
+                "sae.architecture: batchtopk cannot run under torchrun yet (its top k·batch "
+                "selection spans the whole batch); use topk or a single process"
+            )
+        if c.l0_target is not None:
+            raise ValueError(
+                "l0_target: the L0 target mode cannot run under torchrun yet (the penalty is "
+                "not linear in the batch mean); use sparsity_coefficient or a single process"
+            )
 
 
 def train(

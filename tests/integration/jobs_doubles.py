@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 ENDED = ("paused", "cancelled", "completed", "failed")
-IGNORED = ("sae", "step")
+IGNORED = ("sae", "step", "time")  # every line of a step carries these: no duplicate
 
 
 def merge_row(row: dict[str, Any], line: dict[str, Any]) -> int:

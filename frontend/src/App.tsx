@@ -52,21 +52,22 @@ export function App() {
   return (
     <div className="min-h-screen">
       <header className="sticky top-0 z-30 border-b border-slate-800 bg-slate-950/95 backdrop-blur">
-        <div className="mx-auto flex max-w-7xl items-center gap-2 px-3 py-2 sm:px-6">
-          <span className="mr-2 whitespace-nowrap font-semibold tracking-tight text-indigo-300">SAE Studio</span>
+        <div className="mx-auto flex max-w-7xl items-center gap-1 px-2 py-2 sm:gap-2 sm:px-6">
+          <span className="mr-1 whitespace-nowrap text-sm font-semibold tracking-tight text-indigo-300 sm:mr-2 sm:text-base">SAE Studio</span>
           <nav aria-label="Main" className="flex min-w-0 flex-1 gap-1 overflow-x-auto">
             {NAV.map(({ to, label, icon: Icon, end }) => (
               <NavLink
                 key={to}
                 to={to}
                 end={end}
+                aria-label={label}
                 className={({ isActive }) =>
-                  `flex shrink-0 items-center gap-1.5 rounded-md px-2.5 py-1.5 text-sm ${isActive ? "bg-slate-800 text-white" : "text-slate-400 hover:text-slate-100"}`
+                  `flex shrink-0 items-center gap-1.5 rounded-md px-2 py-1.5 text-sm sm:px-2.5 ${isActive ? "bg-slate-800 text-white" : "text-slate-400 hover:text-slate-100"}`
                 }
               >
                 <Icon className="h-4 w-4" aria-hidden />
-                <span className={to === "/" || to === "/new" ? "" : "hidden sm:inline"}>{label}</span>
-                <span className={to === "/" || to === "/new" ? "hidden" : "sr-only sm:hidden"}>{label}</span>
+                {/* phones show the icons of the secondary pages; the name stays for screen readers */}
+                <span className={to === "/" ? "" : "hidden md:inline"}>{label}</span>
               </NavLink>
             ))}
           </nav>

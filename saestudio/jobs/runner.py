@@ -129,7 +129,12 @@ class JobTiming(BaseSettings):
         "a line reaches a browser within ~0.5 s of being logged).",
     )
     poll_s: float = Field(0.5, ge=0, description="Read the control request at most this often.")
-    heartbeat_s: float = Field(5.0, gt=0, description="Heartbeat period of a running job.")
+    heartbeat_s: float = Field(
+        1.0,
+        gt=0,
+        description="Heartbeat period of a running job; it also carries the step, ETA and "
+        "latest metrics that job lists show live.",
+    )
     stale_after_s: float = Field(
         60.0, gt=0, description="A running job without a heartbeat for this long is dead."
     )
@@ -339,7 +344,7 @@ def run_extraction(
         return "failed"
     fields = _progress(manifest)
     if manifest.complete:
-        report("completed", **fields)
+        report("completed", manifest=_summary(manifest), **fields)
         return "completed"
     if control.value is None and interrupt is not None and interrupt.is_set():
         report("queued", {"note": "worker shut down; will resume"}, **fields)
@@ -347,6 +352,11 @@ def run_extraction(
     status = "paused" if control.value == "pause" else "cancelled"
     report(status, **fields)
     return status
+
+
+def _summary(m: Manifest) -> dict[str, Any]:
+    """What the studio shows of a finished dataset: the manifest without its shard list."""
+    return m.model_dump(mode="json", exclude={"shards", "sums", "special_token_ids"})
 
 
 def _progress(m: Manifest) -> dict[str, Any]:

@@ -56,7 +56,9 @@ export function describeError(status: number, body: unknown): ApiError {
     const fields: Record<string, string> = {};
     for (const item of detail as ValidationItem[]) {
       const path = fieldPath(item.loc) || "request";
-      fields[path] ??= item.msg.replace(/^Value error, /, "");
+      const last = String(item.loc[item.loc.length - 1]);
+      // the server's messages may lead with the field's own name: say it once
+      fields[path] ??= item.msg.replace(/^Value error, /, "").replace(`${last}: `, "");
     }
     const summary = Object.entries(fields)
       .map(([k, v]) => `${k}: ${v}`)

@@ -36,6 +36,9 @@ export function MetricChart({
       })
     : data;
   const hasData = data.some((row) => series.some((s) => row[s.key] !== undefined));
+  // the log axis gets explicit bounds: Recharts' own data bounds clip some series
+  const positive = shown.flatMap((row) => series.map((s) => row[s.key])).filter((v): v is number => v !== undefined && v > 0);
+  const logDomain: [number, number] = positive.length ? [Math.min(...positive) * 0.95, Math.max(...positive) * 1.05] : [1e-3, 1];
   return (
     <figure aria-label={`${title} chart`} className="rounded-lg border border-slate-800 bg-slate-900/60 p-3">
       <figcaption className="mb-2 flex items-center justify-between gap-2">
@@ -56,8 +59,8 @@ export function MetricChart({
                 fontSize={11}
                 width={52}
                 scale={log ? "log" : "auto"}
-                domain={log ? ["dataMin", "dataMax"] : [0, "auto"]}
-                allowDataOverflow={false}
+                domain={log ? logDomain : [0, (max: number) => (max > 0 ? max * 1.05 : 1)]}
+                allowDataOverflow
                 tickFormatter={(v) => formatMetric(v)}
               />
               <Tooltip

@@ -4,6 +4,8 @@ import { formatBytes, formatCount, formatDuration, formatMetric, formatPercent }
 describe("formatDuration", () => {
   it("reads like a clock at every scale", () => {
     expect(formatDuration(42.4)).toBe("42s");
+    expect(formatDuration(0.2)).toBe("<1s");
+    expect(formatDuration(0)).toBe("0s");
     expect(formatDuration(125)).toBe("2m 05s");
     expect(formatDuration(3 * 3600 + 7 * 60)).toBe("3h 07m");
     expect(formatDuration(50 * 3600)).toBe("2d 2h");

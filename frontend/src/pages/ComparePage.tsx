@@ -22,6 +22,13 @@ interface Point {
   architecture: string;
 }
 
+/** The next "round" number above v (1, 1.5, 2, 2.5 … × a power of ten): axis ends. */
+function niceCeil(v: number): number {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return (Math.ceil((v / p) * 2) / 2) * p;
+}
+
 export function ComparePage() {
   const [params, setParams] = useSearchParams();
   const [runs, setRuns] = useState<Training[]>([]);
@@ -96,7 +103,7 @@ export function ComparePage() {
               {runs.map((r) => (
                 <li key={r.id}>
                   <label className="flex items-center gap-2 rounded px-1 py-1 text-sm hover:bg-slate-800/60">
-                    <input type="checkbox" className="accent-indigo-500" checked={ids.includes(r.id)} onChange={(e) => toggle(r.id, e.target.checked)} aria-label={`Compare ${r.name}`} />
+                    <input type="checkbox" className="accent-indigo-500" checked={ids.includes(r.id)} onChange={(e) => toggle(r.id, e.target.checked)} aria-label={`Compare ${r.name} (#${r.id})`} />
                     <span className="min-w-0 flex-1 truncate">{r.name}</span>
                     <StatusBadge status={r.status} />
                   </label>
@@ -129,7 +136,7 @@ export function ComparePage() {
             />
           ) : (
             <Panel>
-              <p className="text-sm text-slate-400">Pick runs on the left to overlay their curves.</p>
+              <p className="text-sm text-slate-400">Pick runs to overlay their curves.</p>
             </Panel>
           )}
           <figure aria-label="L0 versus FVU of finished SAEs" className="rounded-lg border border-slate-800 bg-slate-900/60 p-3">
@@ -142,8 +149,8 @@ export function ComparePage() {
                   <ResponsiveContainer width="100%" height="100%">
                     <ScatterChart margin={{ top: 8, right: 12, bottom: 8, left: 0 }}>
                       <CartesianGrid stroke="#1e293b" />
-                      <XAxis type="number" dataKey="l0" name="L0" stroke="#64748b" fontSize={11} label={{ value: "L0", position: "insideBottomRight", offset: -4, fill: "#94a3b8", fontSize: 11 }} />
-                      <YAxis type="number" dataKey="fvu" name="FVU" stroke="#64748b" fontSize={11} width={52} tickFormatter={(v) => formatMetric(v)} />
+                      <XAxis type="number" dataKey="l0" name="L0" domain={[0, (max: number) => niceCeil(max * 1.05)]} stroke="#64748b" fontSize={11} label={{ value: "L0", position: "insideBottomRight", offset: -4, fill: "#94a3b8", fontSize: 11 }} />
+                      <YAxis type="number" dataKey="fvu" name="FVU" domain={[0, (max: number) => niceCeil(max * 1.05)]} stroke="#64748b" fontSize={11} width={52} tickFormatter={(v) => formatMetric(v)} />
                       <ZAxis range={[70, 70]} />
                       <Tooltip
                         contentStyle={{ background: "#0f172a", border: "1px solid #334155", fontSize: 12 }}

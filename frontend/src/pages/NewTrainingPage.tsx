@@ -131,6 +131,7 @@ export function NewTrainingPage() {
 
   function set(path: string, v: string) {
     touched.current = true;
+    setError(null); // a stale "fix the fields" or server message goes once the user edits
     setValues((prev) => ({ ...prev, [path]: v }));
     setServerErrors((prev) => {
       const next = { ...prev };

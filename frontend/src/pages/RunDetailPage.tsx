@@ -86,8 +86,15 @@ export function RunDetailPage() {
   const downstream = stream.rows.filter((r) => r.kind === "downstream" && (!current || r.sae === current)).at(-1) as Metric | undefined;
 
   if (!live) return error ? <ErrorBanner message={error} /> : <p className="text-slate-400">Loading…</p>;
+  // the row's step comes with the job's heartbeat; logged lines can be newer
+  const shownStep = Math.max(live.step, live.status === "running" ? (train.at(-1)?.step ?? 0) : 0);
+  const shownProgress = live.total_steps ? Math.max(live.progress, shownStep / live.total_steps) : live.progress;
   const latest = (train.at(-1) ?? live.latest_metrics ?? {}) as Record<string, number>;
-  const lossTerms = Object.keys(latest).filter((k) => ["loss", "mse", "auxk", "l1", "l0_penalty", "sparsity"].includes(k));
+  // the loss and its terms; L1 / L0 penalties only where λ weighs them in
+  const penalised = (latest.sparsity_coefficient ?? 0) > 0;
+  const lossTerms = Object.keys(latest).filter(
+    (k) => ["loss", "mse", "auxk"].includes(k) || (penalised && ["l1", "l0_penalty", "sparsity"].includes(k)),
+  );
 
   async function act(action: RunAction) {
     if (!live) return;
@@ -180,10 +187,10 @@ export function RunDetailPage() {
 
       <Panel>
         <div className="space-y-2">
-          <ProgressBar value={live.progress} label="Training progress" />
+          <ProgressBar value={shownProgress} label="Training progress" />
           <div className="flex flex-wrap justify-between gap-2 text-sm text-slate-400">
             <span data-testid="detail-steps">
-              Step {formatCount(live.step)} / {formatCount(live.total_steps)}
+              Step {formatCount(shownStep)} / {formatCount(live.total_steps)}
             </span>
             <span>{live.status === "running" ? `ETA ${formatDuration(live.eta_seconds)}` : ""}</span>
           </div>
@@ -217,8 +224,10 @@ export function RunDetailPage() {
         <MetricChart title="Learning rate" data={merged} series={[{ key: "lr", label: "lr" }]} />
         {density ? (
           <DensityHistogram edges={density.metrics.feature_density.edges} counts={density.metrics.feature_density.counts} step={density.step} />
-        ) : (
+        ) : penalised ? (
           <MetricChart title="Sparsity coefficient" data={merged} series={[{ key: "sparsity_coefficient", label: "λ" }]} />
+        ) : (
+          <MetricChart title="Gradient norm" data={merged} series={[{ key: "grad_norm", label: "‖g‖" }]} />
         )}
       </div>
 
@@ -227,13 +236,13 @@ export function RunDetailPage() {
           <p className="text-sm text-slate-400">None yet: the first is written at checkpoint_every steps.</p>
         ) : (
           <div className="overflow-x-auto">
-            <table className="w-full min-w-[36rem] text-left text-sm">
+            <table className="w-full text-left text-sm">
               <thead className="text-xs uppercase text-slate-500">
                 <tr>
                   <th className="py-1 pr-3">Step</th>
-                  <th className="pr-3">SAE</th>
-                  <th className="pr-3">Held-out loss</th>
-                  <th className="pr-3">Size</th>
+                  <th className="hidden pr-3 sm:table-cell">SAE</th>
+                  <th className="pr-3">Eval loss</th>
+                  <th className="hidden pr-3 sm:table-cell">Size</th>
                   <th className="text-right">Actions</th>
                 </tr>
               </thead>
@@ -244,9 +253,9 @@ export function RunDetailPage() {
                       {formatCount(c.step)}
                       {c.is_best && <span className="ml-2 rounded bg-emerald-500/20 px-1.5 text-xs text-emerald-300">best</span>}
                     </td>
-                    <td className="pr-3">{c.sae}</td>
+                    <td className="hidden pr-3 sm:table-cell">{c.sae}</td>
                     <td className="pr-3 font-mono">{formatMetric(c.eval_loss)}</td>
-                    <td className="pr-3">{formatBytes(c.size_bytes)}</td>
+                    <td className="hidden pr-3 sm:table-cell">{formatBytes(c.size_bytes)}</td>
                     <td className="whitespace-nowrap text-right">
                       <IconButton label={`Resume from step ${c.step}`} icon={<Play className="h-4 w-4" />} onClick={() => checkpointAction(c, "resume")} disabled={live.status === "running" || live.status === "queued"} />
                       <IconButton label={`Export step ${c.step}`} icon={<Upload className="h-4 w-4" />} onClick={() => checkpointAction(c, "export")} />
@@ -265,8 +274,8 @@ export function RunDetailPage() {
         <dl className="grid gap-x-6 gap-y-1 text-sm sm:grid-cols-2 lg:grid-cols-3">
           {flatten(live.config as Record<string, unknown>).map(([k, v]) => (
             <div key={k} className="flex min-w-0 justify-between gap-3 border-b border-slate-800/60 py-1">
-              <dt className="truncate text-slate-400">{k}</dt>
-              <dd className="truncate font-mono text-slate-200" title={v}>
+              <dt className="shrink-0 text-slate-400">{k}</dt>
+              <dd className="min-w-0 truncate text-right font-mono text-slate-200" title={v}>
                 {v}
               </dd>
             </div>

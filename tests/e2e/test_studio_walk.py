@@ -7,6 +7,7 @@ Screenshots of each main screen (1280×800 and 390×844) go to build/screenshots
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import zipfile
@@ -22,8 +23,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 WAIT = 180_000  # ms: the demo extracts MiniLM activations and trains on 2 CPU cores
 
 
+UNNAMED = """() => [...document.querySelectorAll('button, a[href], input, select, textarea')]
+  .filter((el) => el.type !== 'hidden' && el.offsetParent !== null)
+  .filter((el) => !(el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')
+    || (el.labels && el.labels.length) || (!['INPUT', 'SELECT', 'TEXTAREA'].includes(el.tagName)
+    && el.textContent.trim())))
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
 def shoot(page: Any, name: str) -> None:
-    """The current screen at desktop size, then the same URL at phone size."""
+    """The current screen at desktop size, then the same URL at phone size; and every
+    visible control on it has an accessible name."""
+    unnamed = page.evaluate(UNNAMED)
+    assert unnamed == [], f"controls without an accessible name on {name}: {unnamed}"
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page
     page.wait_for_timeout(700)  # progress bars animate to their value
@@ -150,7 +162,10 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
         f"() => Number(document.querySelector('[role=progressbar]').getAttribute('aria-valuenow')) > {progress(bar)}",
         timeout=60_000,
     )
-    assert api(studio, f"/trainings/{form_id}")["step"] > paused_at
+    until = time.monotonic() + 30  # the row's step follows the job's 1 s heartbeat
+    while api(studio, f"/trainings/{form_id}")["step"] <= paused_at:
+        assert time.monotonic() < until, "the resumed run did not move past its pause"
+        time.sleep(0.5)
 
     # ---- stop & finalize → download the SAE ------------------------------------------------
     page.get_by_role("button", name="Stop & finalize", exact=True).click()
@@ -208,3 +223,44 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     assert card(page, "demo topk").is_visible() and card(page, "form topk").is_visible()
     shoot(page, "runs")
     assert errors == [], errors
+
+
+def test_templates_save_favourite_export_import_and_load(
+    studio: str, browser: Any, tmp_path: Any
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(f"{studio}/new")
+    page.get_by_role("combobox", name="Architecture").select_option("jumprelu")
+    # JumpReLU's own fields, with Gemma Scope's defaults as placeholders
+    expect(page.get_by_role("textbox", name="Target L0")).to_be_visible()
+    expect(page.get_by_role("textbox", name="k (active latents)")).to_have_count(0)
+    page.get_by_text("Advanced hyperparameters").click()
+    expect(page.get_by_role("textbox", name="Adam β1")).to_have_attribute(
+        "placeholder", "default 0"
+    )
+    page.get_by_role("textbox", name="Target L0").fill("40")
+    page.get_by_role("textbox", name="Template name").fill("jumprelu l0 40")
+    page.get_by_role("button", name="Save", exact=True).click()
+    page.get_by_text("Saved template “jumprelu l0 40”.").wait_for()
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Templates").click()
+    page.get_by_role("button", name="Favourite jumprelu l0 40").click()
+    page.get_by_role("button", name="Unfavourite jumprelu l0 40").wait_for()
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Export JSON").click()
+    exported = dl.value.path().read_text()
+    assert json.loads(exported)[0]["config"]["l0_target"] == 40
+
+    # import the same file under a new name: created; the old name is skipped, not overwritten
+    renamed = tmp_path / "templates.json"
+    renamed.write_text(exported.replace("jumprelu l0 40", "imported copy"))
+    page.get_by_label("Template file to import").set_input_files(str(renamed))
+    page.get_by_text("Imported 1, skipped 0").wait_for()
+    page.get_by_label("Template file to import").set_input_files(str(renamed))
+    page.get_by_text("Imported 0, skipped 1").wait_for()
+
+    page.get_by_role("button", name="Use imported copy").click()
+    page.wait_for_url(re.compile(r"/new\?template=\d+"))
+    expect(page.get_by_role("combobox", name="Architecture")).to_have_value("jumprelu")
+    expect(page.get_by_role("textbox", name="Target L0")).to_have_value("40")
+    page.close()

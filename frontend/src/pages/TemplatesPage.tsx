@@ -70,7 +70,11 @@ export function TemplatesPage() {
           <Button icon={<Upload className="h-4 w-4" />} onClick={() => file.current?.click()}>
             Import JSON
           </Button>
-          <input ref={file} type="file" accept="application/json,.json" className="hidden" aria-label="Template file to import" onChange={(e) => e.target.files?.[0] && importFile(e.target.files[0])} />
+          <input ref={file} type="file" accept="application/json,.json" className="hidden" aria-label="Template file to import" onChange={(e) => {
+              const f = e.target.files?.[0];
+              e.target.value = ""; // choosing the same file again imports again
+              if (f) void importFile(f);
+            }} />
         </div>
       </div>
       <ErrorBanner message={error} onClose={() => setError(null)} />

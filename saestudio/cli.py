@@ -197,8 +197,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _launch_torchrun(cfg: TrainConfig, args: argparse.Namespace) -> int:
     """``num_devices`` > 1 outside torchrun: run this same command under
     ``torchrun --standalone --nproc_per_node num_devices``. torchrun gets its own process
-    group, so a Ctrl-C reaches the ranks once, as torchrun's SIGTERM: they checkpoint at
-    the same step and stop; a second Ctrl-C kills them."""
+    group, so a Ctrl-C reaches the ranks once, as a SIGTERM: they checkpoint at the same
+    step and stop; a second Ctrl-C kills them all."""
     import subprocess
 
     from saestudio.training import distributed
@@ -213,10 +213,12 @@ def _launch_torchrun(cfg: TrainConfig, args: argparse.Namespace) -> int:
     def forward(*_: Any) -> None:
         asked.append(1)
         with contextlib.suppress(ProcessLookupError):
-            if len(asked) == 1:
-                proc.send_signal(signal.SIGTERM)
-            else:
+            if len(asked) > 1:
                 os.killpg(proc.pid, signal.SIGKILL)
+                return
+            # the ranks themselves: they checkpoint, stop and exit 0, and torchrun with them
+            for pid in _children(proc.pid) or [proc.pid]:
+                os.kill(pid, signal.SIGTERM)
 
     in_main = threading.current_thread() is threading.main_thread()
     if in_main:
@@ -229,6 +231,15 @@ def _launch_torchrun(cfg: TrainConfig, args: argparse.Namespace) -> int:
             for sig, handler in previous.items():
                 if handler is not None:
                     signal.signal(sig, handler)
+
+
+def _children(pid: int) -> list[int]:
+    """Child process ids (Linux /proc; empty elsewhere)."""
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        return [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -301,3 +302,32 @@ def test_a_killed_worker_takes_its_torchrun_job_along(acts: Path, tmp_path: Path
     while _with_mark(mark) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _with_mark(mark) == []
+
+
+def test_ctrl_c_stops_every_rank_at_one_checkpoint(acts: Path, tmp_path: Path) -> None:
+    """`saestudio train --num-devices 2` and one Ctrl-C: both ranks stop at the same step,
+    rank 0 checkpoints it and says how to continue, and the command exits 0."""
+    import time
+
+    cfg = _config(acts, "topk", tmp_path / "run", steps=100_000, checkpoint_every=50)
+    cmd = [sys.executable, "-m", "saestudio.cli", "train", "--quiet", "--num-devices", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*cmd, *_flags(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "run" / "checkpoints").glob("step_*/state.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint came"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("stopped at step") == 1, out[-3000:]
+    step = int(out.split("stopped at step ")[1].split(";")[0])
+    assert 50 <= step < 100_000
+    assert (tmp_path / "run" / "checkpoints" / f"step_{step:08d}" / "state.json").is_file()
+    assert f"continue with: saestudio train --resume {tmp_path / 'run'}" in out

@@ -331,3 +331,33 @@ def test_ctrl_c_stops_every_rank_at_one_checkpoint(acts: Path, tmp_path: Path) -
     assert 50 <= step < 100_000
     assert (tmp_path / "run" / "checkpoints" / f"step_{step:08d}" / "state.json").is_file()
     assert f"continue with: saestudio train --resume {tmp_path / 'run'}" in out
+
+
+def test_two_nodes_equal_one_process(acts: Path, tmp_path: Path) -> None:
+    """Multi-node: two torchrun launches (``--nnodes 2``, one process each, here on one
+    machine; RANK differs from LOCAL_RANK) sharing the output folder: the same SAE."""
+    import socket
+
+    single = _config(acts, "jumprelu", tmp_path / "single")
+    train(TrainConfig.model_validate(single))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    flags = _flags(_config(acts, "jumprelu", tmp_path / "nodes"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank"]
+            + [str(i), "--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
+            + ["--master_port", str(port), "-m", "saestudio.cli", "train", "--quiet", *flags],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "done: step 120" in outs[0] and "done:" not in outs[1]  # global rank 0 reports
+    assert_same_run(tmp_path / "single", tmp_path / "nodes")

@@ -1,7 +1,8 @@
 """What a new user does in the web studio, in a real browser against a real server and
 worker (issue 5 "Done means" 1–4): empty state → demo → extraction progress → a TopK
 training through the form (bad values first) → live progress and loss chart → pause →
-resume → checkpoints → stop & finalize → download → retry → compare → delete. Every
+resume → checkpoints → stop & finalize → download → checkpoint export / delete (the
+best asks first) → retry → compare → delete. Every
 step asserts what is on the screen; controls are found by role and accessible name.
 Screenshots of each main screen (1280×800 and 390×844) go to build/screenshots/."""
 
@@ -175,6 +176,24 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     names = zipfile.ZipFile(dl.value.path()).namelist()
     assert any(n.endswith("cfg.json") for n in names)
     assert any(n.endswith("sae_weights.safetensors") for n in names)
+
+    # ---- checkpoint actions: export one, delete one; the best one asks first ---------------
+    ckpts = api(studio, f"/trainings/{form_id}/checkpoints")
+    best = next(c for c in ckpts if c["is_best"])
+    other = next((c for c in ckpts if not c["is_best"]), None)
+    page.get_by_role("button", name=f"Export step {best['step']}").click()
+    expect(page.get_by_role("status")).to_contain_text(
+        f"Exported step {best['step']} in SAELens format"
+    )
+    if other is not None:
+        page.get_by_role("button", name=f"Delete step {other['step']}").click()
+        expect(page.get_by_role("button", name=f"Delete step {other['step']}")).to_have_count(0)
+    page.get_by_role("button", name=f"Delete step {best['step']}").click()
+    dialog = page.get_by_role("dialog", name="Delete the best checkpoint")
+    expect(dialog).to_contain_text("lowest held-out loss")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("button", name=f"Delete step {best['step']}")).to_be_visible()
+    assert best["id"] in {c["id"] for c in api(studio, f"/trainings/{form_id}/checkpoints")}
 
     # ---- retry → a new run ------------------------------------------------------------------
     page.get_by_role("button", name="Retry", exact=True).click()

@@ -1,20 +1,13 @@
-import { Download, Eye, Flag, Pause, Play, RotateCcw, Square, Trash2 } from "lucide-react";
-import type { ReactNode } from "react";
+import { Eye } from "lucide-react";
+
 import { Link } from "react-router-dom";
 import type { Training } from "../api/client";
 import { ACTION_LABEL, actionsFor, type RunAction } from "../lib/actions";
+import { ACTION_ICONS } from "./actionIcons";
 import { formatCount, formatDuration, formatMetric, formatPercent } from "../lib/format";
 import { IconButton, ProgressBar, Stat, StatusBadge } from "./ui";
 
-const ICONS: Record<RunAction, ReactNode> = {
-  pause: <Pause className="h-4 w-4" />,
-  resume: <Play className="h-4 w-4" />,
-  stop: <Square className="h-4 w-4" />,
-  stop_and_finalize: <Flag className="h-4 w-4" />,
-  retry: <RotateCcw className="h-4 w-4" />,
-  delete: <Trash2 className="h-4 w-4" />,
-  download: <Download className="h-4 w-4" />,
-};
+
 
 export function TrainingCard({
   training,
@@ -81,8 +74,7 @@ export function TrainingCard({
           <IconButton
             key={a}
             label={`${ACTION_LABEL[a]} ${t.name}`}
-            icon={ICONS[a]}
-            tone={a === "delete" ? "ghost" : "ghost"}
+            icon={ACTION_ICONS[a]}
             onClick={() => onAction(a)}
           />
         ))}

@@ -1,4 +1,4 @@
-import { Download, Flag, Pause, Play, RotateCcw, Square, Trash2, Upload } from "lucide-react";
+import { Download, Play, Trash2, Upload } from "lucide-react";
 import { useCallback, useEffect, useMemo, useState, type ReactNode } from "react";
 import { Link, useNavigate, useParams } from "react-router-dom";
 import { download, runAction } from "../api/actions";
@@ -8,17 +8,10 @@ import { DensityHistogram } from "../components/DensityHistogram";
 import { MetricChart } from "../components/MetricChart";
 import { Button, ConfirmDialog, ErrorBanner, IconButton, Panel, ProgressBar, Stat, StatusBadge } from "../components/ui";
 import { ACTION_LABEL, actionsFor, type RunAction } from "../lib/actions";
+import { ACTION_ICONS } from "../components/actionIcons";
 import { formatBytes, formatCount, formatDuration, formatMetric, formatPercent } from "../lib/format";
 
-const ICONS: Record<RunAction, ReactNode> = {
-  pause: <Pause className="h-4 w-4" />,
-  resume: <Play className="h-4 w-4" />,
-  stop: <Square className="h-4 w-4" />,
-  stop_and_finalize: <Flag className="h-4 w-4" />,
-  retry: <RotateCcw className="h-4 w-4" />,
-  delete: <Trash2 className="h-4 w-4" />,
-  download: <Download className="h-4 w-4" />,
-};
+
 
 /** Rows of one kind (and SAE) → chart points keyed by metric name. */
 function series(rows: MetricRow[], kind: string, sae: string | null): Record<string, number>[] {
@@ -171,7 +164,7 @@ export function RunDetailPage() {
         <div className="flex flex-wrap items-center gap-2">
           <StatusBadge status={live.status} control={live.control} />
           {actionsFor(live.status, live.control).map((a) => (
-            <Button key={a} icon={ICONS[a]} tone={a === "delete" ? "danger" : "default"} onClick={() => act(a)}>
+            <Button key={a} icon={ACTION_ICONS[a]} tone={a === "delete" ? "danger" : "default"} onClick={() => act(a)}>
               {ACTION_LABEL[a]}
             </Button>
           ))}

@@ -180,6 +180,9 @@ class StoreCallback(TrainerCallback):
         self.step, self.total_steps = step, total_steps
         self._started = (time.monotonic(), step)
         self.progress = {"step": step, "total_steps": total_steps}
+        d_sae = (resolved.get("sae") or {}).get("d_sae")
+        if d_sae:  # an expansion factor becomes a width only now: job lists show it
+            self.progress["d_sae"] = int(d_sae)
         self.control.refresh()  # a stop asked while the job was queued applies at once
         self._event("start", step=step, total_steps=total_steps)
 

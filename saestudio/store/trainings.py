@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 WHAT = "training"
 UPDATABLE = ("name", "celery_task_id", "d_sae", "total_steps", "dataset_id")
 PROGRESS = ("step", "total_steps", "d_sae", "latest_metrics", "eta_seconds", "exports")
-BEAT = ("step", "total_steps", "latest_metrics", "eta_seconds")
+BEAT = ("step", "total_steps", "d_sae", "latest_metrics", "eta_seconds")
 
 
 def create_training(
@@ -171,6 +171,7 @@ def heartbeat(
     total_steps: int | None = None,
     latest_metrics: dict[str, Any] | None = None,
     eta_seconds: float | None = None,
+    d_sae: int | None = None,
 ) -> Heartbeat:
     """Record that ``worker`` is alive, with its progress, in one UPDATE; returns any
     pending control request, or ``owned=False`` when the worker must stop."""
@@ -183,6 +184,8 @@ def heartbeat(
         values["latest_metrics"] = latest_metrics
     if eta_seconds is not None:
         values["eta_seconds"] = eta_seconds
+    if d_sae is not None:  # resolved from the data's width once the job starts
+        values["d_sae"] = d_sae
     return lifecycle.beat(session, Training, training_id, worker, _progress(values))
 
 

@@ -99,6 +99,8 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     # ---- the demo training goes live on the runs page --------------------------------------
     nav(page, "Runs")
     wait_status(card(page, "demo topk"), "(running|completed)")
+    # expansion 4 × MiniLM's 384: the width is known once the job reads the data
+    expect(card(page, "demo topk")).to_contain_text("1,536 latents")
 
     # ---- a TopK training through the form: invalid values first ----------------------------
     before = api(studio, "/trainings")["total"]

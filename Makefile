@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo serve test setup web lint bench clean
+.PHONY: run demo serve test setup web lint bench clean FORCE
 
 # Idempotent: the venv is made once; torch 2.13.0 goes in first (else pip would pull a
 # multi-GB CUDA build as a dependency); the project is re-installed when pyproject changes.
@@ -30,8 +30,12 @@ frontend/node_modules/.installed: frontend/package.json frontend/package-lock.js
 	cd frontend && npm ci --no-audit --no-fund
 	@touch $@
 
-frontend/openapi.json: $(STAMP) $(shell find saestudio/api saestudio/training/config.py saestudio/sae/config.py saestudio/activations/extract.py -name '*.py')
-	$(BIN)/python scripts/openapi.py $@
+# always asked, rewritten only when the API's spec differs (so a fresh clone's file times
+# never leave a stale client)
+frontend/openapi.json: $(STAMP) FORCE
+	@$(BIN)/python scripts/openapi.py $@
+
+FORCE:
 
 $(WEB): frontend/node_modules/.installed frontend/openapi.json $(FRONTEND_SRC)
 	cd frontend && npm run gen && npm run build

@@ -17,4 +17,8 @@ def spec() -> str:
 
 
 if __name__ == "__main__":
-    Path(sys.argv[1]).write_text(spec())
+    out, text = Path(sys.argv[1]), spec()
+    # rewritten only when the API changed: make rebuilds the bundle on a newer file
+    if not out.exists() or out.read_text() != text:
+        out.write_text(text)
+        print(f"{out}: updated from the API")

@@ -83,6 +83,8 @@ class SparseAutoencoder(nn.Module):
     unit_norm_decoder: ClassVar[bool] = False
     """Keep decoder rows at unit norm (projection after every optimiser step)."""
     default_decoder_init_norm: ClassVar[float] = 1.0
+    init_biases_from_data: ClassVar[bool] = False
+    """Start from the data: see :meth:`init_biases_from_mean` (TopK family)."""
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -114,6 +116,18 @@ class SparseAutoencoder(nn.Module):
             self.W_enc.copy_(w / w.norm(dim=0, keepdim=True) * norm)
         self.b_enc.zero_()
         self.b_dec.zero_()
+
+    @torch.no_grad()
+    def init_biases_from_mean(self, mean_in: Tensor, mean_out: Tensor) -> None:
+        """b_dec = E[target] and b_enc = −E[x]·W_enc, from a data sample.
+
+        The pre-activations then start centred on the data instead of on its (large) mean
+        direction — at init the same as encoding x − b_dec (Gao et al. §A.1 initialise
+        b_pre to the data's median; sparsify sets b_dec to the first batch's mean).
+        """
+        self.b_dec.copy_(mean_out.to(self.b_dec))
+        if not self.subtract_b_dec_from_input:
+            self.b_enc.copy_(-(mean_in.to(self.W_enc) @ self.W_enc))
 
     # ---- the function -------------------------------------------------------------------
     def pre_activations(self, x: Tensor) -> Tensor:

@@ -85,14 +85,28 @@ class JumpReLUSAE(SparseAutoencoder):
     gradients above are with respect to θ, and with Adam a log parameterisation moves
     a 0.001 init by only a factor e^(lr·steps), so short runs' L0 would barely respond
     to λ (SAELens 6 made the same change). θ is clamped to ≥ 0 after each step.
-    With ``l0_target`` set, the term is (L0/target − 1)² instead (L0 target mode).
+
+    L0 target mode (``l0_target`` set): the penalty is λ·s·L0 with a multiplier s that
+    integral control adapts every training step, log s += η·clip(L0/target − 1, ±1) —
+    dual ascent on the constraint L0 = target. A fixed penalty settles wherever the MSE
+    and L0 gradients balance, which depends on λ and the data; the multiplier keeps
+    moving until L0 is at the target, whatever λ. log s is a buffer, so checkpoints carry
+    it and a resumed run continues exactly.
     """
 
     unit_norm_decoder: ClassVar[bool] = True  # Gemma Scope keeps decoder rows unit norm
+    l0_control_rate: ClassVar[float] = 0.05  # η: log s moves at most 0.05 per step
 
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
         self.threshold = nn.Parameter(torch.full((self.d_sae,), cfg.jumprelu_init_threshold))
+        self.l0_log_scale: Tensor
+        self.register_buffer("l0_log_scale", torch.zeros(()))
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kw: Any) -> None:
+        # checkpoints from before the L0 controller existed: start it at s = 1
+        state_dict.setdefault(prefix + "l0_log_scale", torch.zeros(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         return jumprelu(pre_acts, self.threshold.to(pre_acts.dtype), self.cfg.jumprelu_bandwidth)
@@ -101,8 +115,16 @@ class JumpReLUSAE(SparseAutoencoder):
         th = self.threshold.to(out.pre_acts.dtype)
         l0 = step(out.pre_acts, th, self.cfg.jumprelu_bandwidth).sum(dim=-1).mean()
         if settings.l0_target is not None:
-            return {"l0_deviation": (l0 / settings.l0_target - 1.0).pow(2)}
+            if self.training and torch.is_grad_enabled():
+                self._control_l0(l0.detach(), settings.l0_target)
+            return {"l0_penalty": self.l0_log_scale.exp().to(l0.dtype) * l0}
         return {"l0": l0}
+
+    @torch.no_grad()
+    def _control_l0(self, l0: Tensor, target: float) -> None:
+        """Dual ascent on log s (no host sync): above the target the penalty grows."""
+        error = (l0.float() / target - 1.0).clamp(-1.0, 1.0)
+        self.l0_log_scale.add_(self.l0_control_rate * error).clamp_(-30.0, 30.0)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

@@ -36,12 +36,23 @@ class Active(NamedTuple):
     batch: int
 
 
+_ROW_LAYOUTS: dict[tuple[int, int, torch.device], tuple[Tensor, Tensor]] = {}
+
+
 def per_row(indices: Tensor) -> Active:
     """The ``Active`` layout of a per-row selection ``indices[batch, k]`` (TopK, AuxK)."""
     batch, k = indices.shape
-    dev = indices.device
-    rows = torch.arange(batch, device=dev).repeat_interleave(k)
-    return Active(rows, indices.reshape(-1), torch.arange(0, batch * k, k, device=dev), batch)
+    key = (batch, k, indices.device)
+    if key not in _ROW_LAYOUTS:  # the same few shapes every step: build them once
+        if len(_ROW_LAYOUTS) > 16:
+            _ROW_LAYOUTS.clear()
+        dev = indices.device
+        _ROW_LAYOUTS[key] = (
+            torch.arange(batch, device=dev).repeat_interleave(k),
+            torch.arange(0, batch * k, k, device=dev),
+        )
+    rows, offsets = _ROW_LAYOUTS[key]
+    return Active(rows, indices.reshape(-1), offsets, batch)
 
 
 def from_flat(flat_indices: Tensor, batch: int, d_sae: int) -> tuple[Active, Tensor]:
@@ -53,28 +64,35 @@ def from_flat(flat_indices: Tensor, batch: int, d_sae: int) -> tuple[Active, Ten
     rows = torch.div(flat_sorted, d_sae, rounding_mode="floor")
     cols = flat_sorted - rows * d_sae
     counts = torch.bincount(rows, minlength=batch)
-    offsets = counts.cumsum(0) - counts
-    return Active(rows, cols, offsets, batch), perm
+    return Active(rows, cols, counts.cumsum(0).sub_(counts), batch), perm
 
 
-def concat(a: Active, b: Active) -> Active:
-    """Entries of ``a`` then ``b`` (rows no longer sorted: only for :func:`gather_preacts`)."""
-    return Active(torch.cat([a.rows, b.rows]), torch.cat([a.cols, b.cols]), a.offsets[:0], a.batch)
+class ColumnPlan(NamedTuple):
+    """The entries of an :class:`Active` grouped by latent — what the weight gradients
+    ``Gᵀ·X`` need. Built once per selection, shared by the encoder and decoder backward."""
+
+    order: Tensor  # [nnz] entry ids sorted by latent
+    rows: Tensor  # [nnz] the row of each sorted entry
+    offsets: Tensor  # [d_sae] where each latent's entries start in that order
 
 
-def _segment_sum_by_col(
-    cols: Tensor, rows: Tensor, weights: Tensor, dense: Tensor, n: int
-) -> Tensor:
-    """``out[m] = Σ_{e: cols_e = m} weights_e · dense[rows_e]`` → ``[n, dense.shape[1]]``.
+def column_plan(active: Active, d_sae: int) -> ColumnPlan:
+    order = active.cols.argsort()
+    counts = torch.bincount(active.cols, minlength=d_sae)
+    return ColumnPlan(order, active.rows[order], counts.cumsum(0).sub_(counts))
 
-    Sorting the entries by column turns the scatter into contiguous bags, which
-    ``embedding_bag`` sums with vectorised row reads (no ``[nnz, d]`` temporary).
-    """
-    order = cols.argsort()
-    counts = torch.bincount(cols, minlength=n)
-    offsets = counts.cumsum(0) - counts
+
+def _segment_sum_by_col(plan: ColumnPlan, weights: Tensor, dense: Tensor) -> Tensor:
+    """``out[m] = Σ_{e: col_e = m} weights_e · dense[row_e]`` → ``[d_sae, dense.shape[1]]``.
+
+    Entries sorted by latent are contiguous bags, which ``embedding_bag`` sums with
+    vectorised row reads (no ``[nnz, d]`` temporary, no dense ``[batch, d_sae]``)."""
     return F.embedding_bag(
-        rows[order], dense, offsets, mode="sum", per_sample_weights=weights[order].to(dense.dtype)
+        plan.rows,
+        dense,
+        plan.offsets,
+        mode="sum",
+        per_sample_weights=weights[plan.order].to(dense.dtype),
     )
 
 
@@ -83,36 +101,43 @@ class _GatherPreacts(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        x: Tensor, W_enc: Tensor, b_enc: Tensor, rows: Tensor, cols: Tensor, values: Tensor
+        x: Tensor,
+        W_enc: Tensor,
+        b_enc: Tensor,
+        values: Tensor,
+        rows: Tensor,
+        cols: Tensor,
+        order: Tensor,
+        rows_sorted: Tensor,
+        col_offsets: Tensor,
     ) -> Tensor:
         return values.clone()
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, W_enc, b_enc, rows, cols, _ = inputs
-        ctx.save_for_backward(x, W_enc, rows, cols)
+        x, W_enc, b_enc, _, rows, cols, order, rows_sorted, col_offsets = inputs
+        ctx.save_for_backward(x, W_enc, rows, cols, order, rows_sorted, col_offsets)
         ctx.d_sae = b_enc.shape[0]
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, W_enc, rows, cols = ctx.saved_tensors
-        d_sae = ctx.d_sae
+        x, W_enc, rows, cols, order, rows_sorted, col_offsets = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:  # ∂x[b] = Σ_e g_e · W_enc[:, col_e]
             grad_x = torch.zeros_like(x).index_add_(
                 0, rows, F.embedding(cols, W_enc.t()) * grad.unsqueeze(1)
             )
         if ctx.needs_input_grad[1]:  # ∂W_encᵀ = Gᵀ·X, G sparse
-            grad_w = _segment_sum_by_col(cols, rows, grad, x.to(W_enc.dtype), d_sae).t()
+            plan = ColumnPlan(order, rows_sorted, col_offsets)
+            grad_w = _segment_sum_by_col(plan, grad, x.to(W_enc.dtype)).t()
         if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(d_sae, dtype=grad.dtype, device=grad.device).index_add_(
-                0, cols, grad
-            )
-        return grad_x, grad_w, grad_b, None, None, None
+            grad_b = torch.zeros(ctx.d_sae, dtype=grad.dtype, device=grad.device)
+            grad_b.index_add_(0, cols, grad)
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 def gather_preacts(
-    x: Tensor, W_enc: Tensor, b_enc: Tensor, active: Active, values: Tensor
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, active: Active, plan: ColumnPlan, values: Tensor
 ) -> Tensor:
     """Differentiable ``(x @ W_enc + b_enc)[rows, cols]`` → ``[nnz]``, given those values.
 
@@ -120,7 +145,7 @@ def gather_preacts(
     to choose the entries); gradients then flow to x, W_enc and b_enc through the chosen
     entries only.
     """
-    out: Tensor = _GatherPreacts.apply(x, W_enc, b_enc, active.rows, active.cols, values)
+    out: Tensor = _GatherPreacts.apply(x, W_enc, b_enc, values, active.rows, active.cols, *plan)
     return out
 
 
@@ -129,7 +154,13 @@ class _CooDecode(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        rows: Tensor, cols: Tensor, offsets: Tensor, values: Tensor, W_dec: Tensor
+        values: Tensor,
+        W_dec: Tensor,
+        cols: Tensor,
+        offsets: Tensor,
+        order: Tensor,
+        rows_sorted: Tensor,
+        col_offsets: Tensor,
     ) -> Tensor:
         return F.embedding_bag(
             cols, W_dec, offsets, mode="sum", per_sample_weights=values.to(W_dec.dtype)
@@ -137,15 +168,15 @@ class _CooDecode(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        rows, cols, offsets, values, W_dec = inputs
-        ctx.save_for_backward(rows, cols, offsets, values, W_dec)
+        values, W_dec, cols, offsets, order, rows_sorted, col_offsets = inputs
+        ctx.save_for_backward(values, W_dec, cols, offsets, order, rows_sorted, col_offsets)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        rows, cols, offsets, values, W_dec = ctx.saved_tensors
+        values, W_dec, cols, offsets, order, rows_sorted, col_offsets = ctx.saved_tensors
         grad = grad.contiguous()
         grad_values = grad_w = None
-        if ctx.needs_input_grad[3]:  # ∂values_e = ⟨g[row_e], W_dec[col_e]⟩, sampled product
+        if ctx.needs_input_grad[0]:  # ∂values_e = ⟨g[row_e], W_dec[col_e]⟩, sampled product
             nnz = cols.shape[0]
             crow = torch.cat([offsets, offsets.new_full((1,), nnz)])
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
@@ -159,14 +190,15 @@ class _CooDecode(torch.autograd.Function):
                 )
             grad_values = torch.sparse.sampled_addmm(pattern, grad, W_dec.t()).values()
             grad_values = grad_values.to(values.dtype)
-        if ctx.needs_input_grad[4]:  # ∂W_dec[m] = Σ_{e: col_e = m} values_e · g[row_e]
-            grad_w = _segment_sum_by_col(cols, rows, values, grad.to(W_dec.dtype), W_dec.shape[0])
-        return None, None, None, grad_values, grad_w
+        if ctx.needs_input_grad[1]:  # ∂W_dec[m] = Σ_{e: col_e = m} values_e · g[row_e]
+            plan = ColumnPlan(order, rows_sorted, col_offsets)
+            grad_w = _segment_sum_by_col(plan, values, grad.to(W_dec.dtype))
+        return grad_values, grad_w, None, None, None, None, None
 
 
-def coo_decode(active: Active, values: Tensor, W_dec: Tensor) -> Tensor:
+def coo_decode(active: Active, plan: ColumnPlan, values: Tensor, W_dec: Tensor) -> Tensor:
     """``z @ W_dec`` for the sparse z given by ``active`` and ``values`` → ``[batch, d_out]``."""
-    out: Tensor = _CooDecode.apply(active.rows, active.cols, active.offsets, values, W_dec)
+    out: Tensor = _CooDecode.apply(values, W_dec, active.cols, active.offsets, *plan)
     return out
 
 

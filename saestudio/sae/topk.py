@@ -101,6 +101,7 @@ class TopKSAE(SparseAutoencoder):
     """
 
     unit_norm_decoder: ClassVar[bool] = True
+    init_biases_from_data: ClassVar[bool] = True
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         return topk_activation(pre_acts, self.cfg.k)
@@ -144,17 +145,15 @@ class TopKSAE(SparseAutoencoder):
                 assert settings.dead_mask is not None
                 aux = _aux_selection(pre, settings.dead_mask, settings.aux_k)
             del pre
+            main_plan = sparse_ops.column_plan(main, self.d_sae)  # shared by both backwards
+            aux_plan = None if aux is None else sparse_ops.column_plan(aux[0], self.d_sae)
         enc_in = x - self.b_dec if self.subtract_b_dec_from_input else x
-        if aux is None:
-            main_pre = sparse_ops.gather_preacts(enc_in, self.W_enc, self.b_enc, main, main_raw)
-        else:  # one sparse encoder backward for both selections
-            both = sparse_ops.concat(main, aux[0])
-            raw = sparse_ops.gather_preacts(
-                enc_in, self.W_enc, self.b_enc, both, torch.cat([main_raw, aux[1]])
-            )
-            main_pre, aux_pre = raw.split([main_raw.numel(), aux[1].numel()])
+        main_pre = sparse_ops.gather_preacts(
+            enc_in, self.W_enc, self.b_enc, main, main_plan, main_raw
+        )
         values = main_pre.relu()
-        x_hat = sparse_ops.coo_decode(main, values, self.W_dec).to(x.dtype) + self.b_dec
+        x_hat = sparse_ops.coo_decode(main, main_plan, values, self.W_dec).to(x.dtype)
+        x_hat = x_hat + self.b_dec
         skip = self.skip_path(x)
         if skip is not None:
             x_hat = x_hat + skip
@@ -162,9 +161,12 @@ class TopKSAE(SparseAutoencoder):
         loss, terms = mse, {"mse": mse}
         if use_aux:
             auxk = x_hat.new_zeros(())
-            if aux is not None:
+            if aux is not None and aux_plan is not None:
+                aux_pre = sparse_ops.gather_preacts(
+                    enc_in, self.W_enc, self.b_enc, aux[0], aux_plan, aux[1]
+                )
                 residual = (target - x_hat).detach()
-                recon = sparse_ops.coo_decode(aux[0], aux_pre.relu(), self.W_dec)
+                recon = sparse_ops.coo_decode(aux[0], aux_plan, aux_pre.relu(), self.W_dec)
                 err = (recon.to(residual.dtype) - residual).pow(2).sum(dim=-1).mean()
                 mean = settings.batch_mean or (lambda t: t.mean(0))  # global batch (torchrun)
                 var = mean((residual - mean(residual)).pow(2).sum(dim=-1)).clamp_min(1e-12)
@@ -175,7 +177,9 @@ class TopKSAE(SparseAutoencoder):
             loss = loss + settings.aux_coefficient * auxk
             terms["auxk"] = auxk
         z = sparse_ops.to_sparse_latents(main, values, self.d_sae)
-        pre_acts = sparse_ops.to_sparse_latents(main, main_pre, self.d_sae)
+        pre_acts = torch.sparse_coo_tensor(
+            z._indices(), main_pre.detach(), z.shape, check_invariants=False
+        )
         return LossOutput(loss, terms, ForwardOutput(x_hat, z, pre_acts))
 
     def aux_terms(

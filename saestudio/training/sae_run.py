@@ -105,6 +105,12 @@ class SAERun:
 
         self.scale_in = scale(sample_in)
         self.scale_out = scale(sample_out) if sample_out is not None else self.scale_in
+        if self.sae.init_biases_from_data:  # a resume overwrites these with the checkpoint's
+            rows = {self.input_name: sample_in}
+            if self.target_name and sample_out is not None:
+                rows[self.target_name] = sample_out
+            x, y = self.prepare(rows)
+            self.sae.init_biases_from_mean(x.mean(0), (x if y is None else y).mean(0))
 
     def prepare(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This SAE's input (and target) from a batch, normalised, on the device."""

@@ -111,11 +111,12 @@ def test_primitives_match_dense_products() -> None:
     assert torch.equal(active.rows, torch.sort(active.rows).values)
 
     pre = x @ W_enc + b_enc
+    plan = sparse_ops.column_plan(active, d_sae)
     picked = sparse_ops.gather_preacts(
-        x, W_enc, b_enc, active, pre.detach()[active.rows, active.cols]
+        x, W_enc, b_enc, active, plan, pre.detach()[active.rows, active.cols]
     )
     vals = picked.tanh()  # any differentiable use of the picked values
-    out = sparse_ops.coo_decode(active, vals, W_dec)
+    out = sparse_ops.coo_decode(active, plan, vals, W_dec)
     z = torch.zeros(batch, d_sae).index_put(
         (active.rows, active.cols), pre[active.rows, active.cols].tanh()
     )
@@ -176,3 +177,29 @@ def test_fused_relu_l1_loss_equals_plain(spec: dict, d_out: int | None) -> None:
     assert g_fast.keys() == g_plain.keys()
     for name in g_plain:
         torch.testing.assert_close(g_fast[name], g_plain[name], msg=f"∂{name}, {msg}")
+
+
+def test_topk_biases_start_from_the_data_mean(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """TopK starts with b_dec = E[x] and b_enc = −E[x]·W_enc: centred pre-activations."""
+    import numpy as np
+
+    from saestudio.training import TrainConfig
+    from saestudio.training.trainer import Trainer
+
+    g, seed = _fresh()
+    rows = torch.randn(3000, 12, generator=g) + 4.0 * torch.randn(12, generator=g)
+    np.save(tmp_path / "x.npy", rows.numpy())
+    cfg = TrainConfig.model_validate(
+        {
+            "activations": str(tmp_path / "x.npy"),
+            "sae": {"architecture": "topk", "d_sae": 48, "k": 4},
+            "steps": 2,
+            "batch_size": 64,
+            "out": str(tmp_path / "run"),
+        }
+    )
+    run = Trainer(cfg).runs[0]
+    sample = run.prepare({run.input_name: Trainer(cfg).source.sample_rows(run.input_name)})[0]
+    torch.testing.assert_close(run.sae.b_dec.detach(), sample.mean(0), msg=f"seed {seed}")
+    pre = run.sae.pre_activations(sample).detach()
+    torch.testing.assert_close(pre.mean(0), torch.zeros(48), atol=1e-4, rtol=0)

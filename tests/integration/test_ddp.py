@@ -2,11 +2,15 @@
 process with the same global batch and seed (issue 7, "Done means" 1): final weights and
 the logged metrics, for TopK (with dead latents, so AuxK and the dead counters are
 reduced across ranks) and JumpReLU (unit-mean-squared-norm scaling); on an activation
-dataset and on the fly; and a pause under DDP + resume equals the uninterrupted run —
-resumed under DDP or in one process.
+dataset and on the fly; on one node and as two nodes; and a pause under DDP + resume
+equals the uninterrupted run — resumed under DDP or in one process. Also: Ctrl-C stops
+all ranks at one checkpoint, the studio's runner launches ``num_devices`` as a torchrun
+job (refusing more devices than the machine has), and a killed worker leaves no rank
+behind.
 
 The README's commands are what run here: ``torchrun --nproc_per_node 2 -m saestudio.cli
-train ...`` and ``saestudio train --num-devices 2 ...``.
+train ...``, ``torchrun --nnodes 2 --node_rank i ...`` and ``saestudio train
+--num-devices 2 ...`` (also with ``--resume``).
 """
 
 from __future__ import annotations
@@ -108,17 +112,54 @@ def assert_same_run(a: Path, b: Path) -> None:
                 assert y[key] == value, (x["step"], key)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_torchrun_two_processes_equal_one(acts: Path, tmp_path: Path, arch: str) -> None:
+def _two_nodes(flags: list[str], cwd: Path) -> list[str]:
+    """``torchrun --nnodes 2 --node_rank i --nproc_per_node 1`` twice, as on two machines."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank"]
+            + [str(i), "--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
+            + ["--master_port", str(port), "-m", "saestudio.cli", "train", "--quiet", *flags],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    return outs
+
+
+@pytest.mark.parametrize(
+    ("arch", "launch"),
+    [("topk", "torchrun --nproc_per_node 2"), ("jumprelu", "torchrun --nnodes 2 (x2)")],
+)
+def test_torchrun_two_processes_equal_one(
+    acts: Path, tmp_path: Path, arch: str, launch: str
+) -> None:
+    """Two processes, on one node or as two nodes (each launched apart, RANK != LOCAL_RANK,
+    sharing the output folder), train the SAE of one process."""
     single = _config(acts, arch, tmp_path / "single")
     result = train(TrainConfig.model_validate(single))
     assert result.status == "completed"
     if arch == "topk":  # the AuxK path really ran: latents died and were revived
         assert any(line.get("auxk", 0) > 0 for line in _lines(tmp_path / "single"))
 
-    ddp = _config(acts, arch, tmp_path / "ddp")
-    out = _run([*TORCHRUN, "-m", "saestudio.cli", "train", "--quiet", *_flags(ddp)], tmp_path)
-    assert out.count("done: step 120") == 1  # rank 0 alone reports
+    flags = _flags(_config(acts, arch, tmp_path / "ddp"))
+    if "nnodes" in launch:
+        outs = _two_nodes(flags, tmp_path)
+        assert "done: step 120" in outs[0] and "done:" not in outs[1]  # global rank 0 reports
+    else:
+        out = _run([*TORCHRUN, "-m", "saestudio.cli", "train", "--quiet", *flags], tmp_path)
+        assert out.count("done: step 120") == 1  # rank 0 alone reports
     assert_same_run(tmp_path / "single", tmp_path / "ddp")
     # rank 0 alone wrote checkpoints (best + last 2) and one metrics file
     assert sorted(d.name for d in (tmp_path / "ddp" / "checkpoints").glob("step_*")) == sorted(
@@ -181,7 +222,8 @@ def test_on_the_fly_torchrun_equals_one_process(
         "exclude_special_tokens": True,  # rows per window differ from tokens per window
         "shuffle_buffer_rows": 1024,
         "shuffle_block_rows": 256,
-        "sae": {"architecture": "topk", "k": 4, "d_sae": 64},
+        "sae": {"architecture": "jumprelu", "d_sae": 64},
+        "lr": 2e-3,
         "steps": 30,
         "batch_size": 64,
         "downstream_contexts": 0,
@@ -331,33 +373,3 @@ def test_ctrl_c_stops_every_rank_at_one_checkpoint(acts: Path, tmp_path: Path) -
     assert 50 <= step < 100_000
     assert (tmp_path / "run" / "checkpoints" / f"step_{step:08d}" / "state.json").is_file()
     assert f"continue with: saestudio train --resume {tmp_path / 'run'}" in out
-
-
-def test_two_nodes_equal_one_process(acts: Path, tmp_path: Path) -> None:
-    """Multi-node: two torchrun launches (``--nnodes 2``, one process each, here on one
-    machine; RANK differs from LOCAL_RANK) sharing the output folder: the same SAE."""
-    import socket
-
-    single = _config(acts, "jumprelu", tmp_path / "single")
-    train(TrainConfig.model_validate(single))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    flags = _flags(_config(acts, "jumprelu", tmp_path / "nodes"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank"]
-            + [str(i), "--nproc_per_node", "1", "--master_addr", "127.0.0.1"]
-            + ["--master_port", str(port), "-m", "saestudio.cli", "train", "--quiet", *flags],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in (0, 1)
-    ]
-    outs = [p.communicate(timeout=120)[0] for p in nodes]
-    assert [p.returncode for p in nodes] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
-    assert "done: step 120" in outs[0] and "done:" not in outs[1]  # global rank 0 reports
-    assert_same_run(tmp_path / "single", tmp_path / "nodes")

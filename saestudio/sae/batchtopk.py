@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor
 
@@ -17,6 +19,19 @@ DEFAULTS = TOPK_DEFAULTS
 THRESHOLD_EMA_BETA = 0.999
 
 
+class BatchReduce(Protocol):
+    """How a data-parallel trainer makes the batch-level selection span every rank's rows
+    (``saestudio.training.distributed.Dist``); None in one process."""
+
+    def topk_threshold(self, flat: Tensor, n_keep: int) -> Tensor:
+        """The smallest of the n_keep·world largest values of all ranks' ``flat``."""
+        ...
+
+    def min(self, value: Tensor) -> Tensor:
+        """The minimum over the ranks."""
+        ...
+
+
 class BatchTopKSAE(TopKSAE):
     """Training keeps the k·batch largest activations of the batch, so rows may use more or
     fewer than k latents. A global threshold θ — an EMA (β = 0.999) of the smallest kept
@@ -28,6 +43,7 @@ class BatchTopKSAE(TopKSAE):
         # -1 means "not yet seen a batch"; eval mode then falls back to ReLU (θ = 0)
         self.threshold_ema: Tensor
         self.register_buffer("threshold_ema", torch.tensor(-1.0))
+        self.batch_reduce: BatchReduce | None = None  # set under torchrun: the global batch
 
     # the batch-level selection gives each row a different number of latents: decode via
     # the dense base-class path, not TopK's per-row sparse one
@@ -40,7 +56,11 @@ class BatchTopKSAE(TopKSAE):
         acts = pre_acts.relu()
         flat = acts.flatten()
         n_keep = min(self.cfg.k * pre_acts.shape[0], flat.numel())
-        values, indices = flat.topk(n_keep, sorted=False)
+        if self.batch_reduce is not None:  # the top k·batch of all ranks' rows
+            indices = (flat >= self.batch_reduce.topk_threshold(flat, n_keep)).nonzero()[:, 0]
+            values = flat[indices]
+        else:
+            values, indices = flat.topk(n_keep, sorted=False)
         z = torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre_acts)
         self._update_threshold(values)
         return z
@@ -53,7 +73,12 @@ class BatchTopKSAE(TopKSAE):
         dense ReLU pass."""
         batch = pre.shape[0]
         n_keep = min(self.cfg.k * batch, pre.numel())
-        raw, flat_idx = pre.flatten().topk(n_keep, sorted=False)
+        if self.batch_reduce is not None:  # the top k·batch of all ranks' rows
+            flat = pre.flatten()
+            flat_idx = (flat >= self.batch_reduce.topk_threshold(flat, n_keep)).nonzero()[:, 0]
+            raw = flat[flat_idx]
+        else:
+            raw, flat_idx = pre.flatten().topk(n_keep, sorted=False)
         active, perm = sparse_ops.from_flat(flat_idx, batch, self.d_sae)
         raw = raw[perm]
         self._update_threshold(raw.relu())
@@ -63,6 +88,8 @@ class BatchTopKSAE(TopKSAE):
     def _update_threshold(self, kept: Tensor) -> None:
         positive = kept.detach().float()
         smallest = torch.where(positive > 0, positive, torch.full_like(positive, torch.inf)).min()
+        if self.batch_reduce is not None:
+            smallest = self.batch_reduce.min(smallest)
         first = self.threshold_ema < 0
         blended = THRESHOLD_EMA_BETA * self.threshold_ema + (1 - THRESHOLD_EMA_BETA) * smallest
         updated = torch.where(first, smallest, blended)

@@ -11,7 +11,8 @@ global batch and seed:
   gradients is the gradient of the global batch: one all-reduce per step
   (:meth:`Dist.average_gradients`), after which every rank clips and steps identically;
 - statistics over the batch are reduced: latent firing counts (dead-latent counters,
-  density), the non-finite flag, the AuxK residual variance (``LossSettings.batch_mean``)
+  density), the non-finite flag, the AuxK residual variance (``LossSettings.batch_mean``),
+  BatchTopK's selection threshold and its threshold EMA (``BatchTopKSAE.batch_reduce``)
   and the logged reconstruction metrics (FVU, MSE, L0, L1 from global sums);
 - normalisation factors come from the same deterministic sample on every rank, and the
   initial weights from the same seed (broadcast from rank 0 anyway);
@@ -174,6 +175,20 @@ class Dist:
         m = m.detach().clone()
         tdist.all_reduce(m)
         return m / self.world_size
+
+    def topk_threshold(self, flat: Tensor, n_keep: int) -> Tensor:
+        """BatchTopK over the global batch: the smallest of the ``n_keep``·W largest values
+        of all ranks' ``flat`` (each rank's own top ``n_keep``·W are the only candidates)."""
+        local = flat.detach().topk(min(n_keep * self.world_size, flat.numel()), sorted=False)
+        parts = [torch.empty_like(local.values) for _ in range(self.world_size)]
+        tdist.all_gather(parts, local.values.contiguous())
+        return torch.cat(parts).topk(n_keep * self.world_size, sorted=False).values.min()
+
+    def min(self, value: Tensor) -> Tensor:
+        """The minimum of a scalar over the ranks."""
+        out = value.detach().clone()
+        tdist.all_reduce(out, op=tdist.ReduceOp.MIN)
+        return out
 
     def control(self, request: str | None) -> str | None:
         """The strongest control request of any rank (stop > pause > none)."""

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from saestudio.sae.base import LossOutput, LossSettings, SparseAutoencoder
+from saestudio.sae.batchtopk import BatchTopKSAE
 from saestudio.sae.registry import build_sae
 from saestudio.sae.saelens_format import save_saelens
 from saestudio.sae.sparse_ops import fire_counts
@@ -64,6 +65,8 @@ class SAERun:
         self.metrics_file = MetricsFile(self.out / "metrics.jsonl")
         torch.manual_seed(cfg.seed)  # same init as this config trained alone
         self.sae: SparseAutoencoder = build_sae(self.hp.sae).to(device)
+        if dist.active and isinstance(self.sae, BatchTopKSAE):
+            self.sae.batch_reduce = dist  # select the top k·batch over all ranks' rows
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt_cls(
             self.sae.parameters(),

@@ -234,11 +234,6 @@ class Trainer:
 def _check_data_parallel(jobs: list[tuple[str, TrainConfig]]) -> None:
     """Refuse what data-parallel training cannot reproduce exactly yet."""
     for _, c in jobs:
-        if c.sae.activation_fn == "batchtopk":
-            raise ValueError(
-                "sae.architecture: batchtopk cannot run under torchrun yet (its top k·batch "
-                "selection spans the whole batch); use topk or a single process"
-            )
         if c.l0_target is not None:
             raise ValueError(
                 "l0_target: the L0 target mode cannot run under torchrun yet (the penalty is "

@@ -1,7 +1,8 @@
 """Data-parallel training under real ``torchrun`` (2 CPU processes, gloo) equals a single
 process with the same global batch and seed (issue 7, "Done means" 1): final weights and
 the logged metrics, for TopK (with dead latents, so AuxK and the dead counters are
-reduced across ranks) and JumpReLU (unit-mean-squared-norm scaling); on an activation
+reduced across ranks), JumpReLU (unit-mean-squared-norm scaling) and BatchTopK (top k·batch
+over all ranks' rows, threshold EMA); on an activation
 dataset and on the fly; on one node and as two nodes; and a pause under DDP + resume
 equals the uninterrupted run — resumed under DDP or in one process. Also: Ctrl-C stops
 all ranks at one checkpoint, the studio's runner launches ``num_devices`` as a torchrun
@@ -41,6 +42,11 @@ ARCHS: dict[str, dict[str, Any]] = {
     # wide and with a short dead window: latents die, AuxK is active from step ~10
     "topk": {"sae": {"architecture": "topk", "k": 4, "d_sae": 256}, "dead_after_tokens": 640},
     "jumprelu": {"sae": {"architecture": "jumprelu", "d_sae": 64}, "lr": 2e-3},
+    # top k·batch over all ranks' rows, threshold EMA from the global smallest kept value
+    "batchtopk": {
+        "sae": {"architecture": "batchtopk", "k": 4, "d_sae": 256},
+        "dead_after_tokens": 640,
+    },
 }
 
 
@@ -168,10 +174,11 @@ def test_torchrun_two_processes_equal_one(
 
 
 def test_pause_under_ddp_and_resume_equals_uninterrupted(acts: Path, tmp_path: Path) -> None:
-    """Pause at step 50 under torchrun, resume under torchrun (`--num-devices 2`): the
-    same SAE and metrics as one uninterrupted single-process run. The paused run's
-    checkpoint also resumes in one process to the same result (world size is free)."""
-    arch = "topk"  # with gradient accumulation: each micro-batch is split across ranks
+    """BatchTopK, paused at step 50 under torchrun and resumed under torchrun
+    (`--num-devices 2`): the same SAE (its inference threshold included) and metrics as
+    one uninterrupted single-process run. The paused run's checkpoint also resumes in one
+    process to the same result (world size is free)."""
+    arch = "batchtopk"  # with gradient accumulation: each micro-batch is split across ranks
     straight = _config(acts, arch, tmp_path / "straight", grad_accum_steps=2)
     train(TrainConfig.model_validate(straight))
 

@@ -116,7 +116,9 @@ class JumpReLUSAE(SparseAutoencoder):
         l0 = step(out.pre_acts, th, self.cfg.jumprelu_bandwidth).sum(dim=-1).mean()
         if settings.l0_target is not None:
             if self.training and torch.is_grad_enabled():
-                self._control_l0(l0.detach(), settings.l0_target)
+                # the whole batch's L0 (all ranks' rows under torchrun) drives the multiplier
+                mean = settings.batch_mean or (lambda t: t.mean(0))
+                self._control_l0(mean(l0.detach().reshape(1)).reshape(()), settings.l0_target)
             return {"l0_penalty": self.l0_log_scale.exp().to(l0.dtype) * l0}
         return {"l0": l0}
 

@@ -55,8 +55,6 @@ class Trainer:
         self.dist, self.device = setup(cfg.device)
         self.dist.check_batch(cfg.batch_size, cfg.grad_accum_steps)
         jobs = cfg.sae_jobs()
-        if self.dist.active:
-            _check_data_parallel(jobs)
         names = [stream_names(c) for _, c in jobs]
         needed = list(dict.fromkeys(n for pair in names for n in pair if n))
         self.source: TrainingSource = open_source(cfg, needed, self.device, self.dist)
@@ -229,16 +227,6 @@ class Trainer:
             first.last_checkpoint,
             exports,
         )
-
-
-def _check_data_parallel(jobs: list[tuple[str, TrainConfig]]) -> None:
-    """Refuse what data-parallel training cannot reproduce exactly yet."""
-    for _, c in jobs:
-        if c.l0_target is not None:
-            raise ValueError(
-                "l0_target: the L0 target mode cannot run under torchrun yet (the penalty is "
-                "not linear in the batch mean); use sparsity_coefficient or a single process"
-            )
 
 
 def train(

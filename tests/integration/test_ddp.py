@@ -219,7 +219,8 @@ def test_on_the_fly_torchrun_equals_one_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the fly, each rank runs the model on half of every window, the ranks exchange
-    the activations and train on their halves of each batch: the same SAE as one process."""
+    the activations and train on their halves of each batch: the same SAE as one process
+    (JumpReLU in L0 target mode: its multiplier must see the global L0)."""
     cfg = {
         "model": _tiny_gpt2(tmp_path / "gpt2"),
         "dataset": "demo:pydoc",
@@ -231,6 +232,7 @@ def test_on_the_fly_torchrun_equals_one_process(
         "shuffle_block_rows": 256,
         "sae": {"architecture": "jumprelu", "d_sae": 64},
         "lr": 2e-3,
+        "l0_target": 24,  # its multiplier follows the L0 of all ranks' rows
         "steps": 30,
         "batch_size": 64,
         "downstream_contexts": 0,

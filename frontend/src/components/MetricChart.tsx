@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { CartesianGrid, Legend, Line, LineChart, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
-import { formatCount, formatMetric } from "../lib/format";
+import { formatCount, formatMetric, niceCeil } from "../lib/format";
 
 const COLORS = ["#818cf8", "#34d399", "#f472b6", "#fbbf24", "#38bdf8", "#f87171", "#a78bfa", "#4ade80"];
 
@@ -59,7 +59,7 @@ export function MetricChart({
                 fontSize={11}
                 width={52}
                 scale={log ? "log" : "auto"}
-                domain={log ? logDomain : [0, (max: number) => (max > 0 ? max * 1.05 : 1)]}
+                domain={log ? logDomain : [0, (max: number) => niceCeil(max)]}
                 allowDataOverflow
                 tickFormatter={(v) => formatMetric(v)}
               />

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatBytes, formatCount, formatDuration, formatMetric, formatPercent } from "./format";
+import { formatBytes, formatCount, formatDuration, formatMetric, formatPercent, niceCeil } from "./format";
 
 describe("formatDuration", () => {
   it("reads like a clock at every scale", () => {
@@ -46,5 +46,15 @@ describe("formatMetric", () => {
     expect(formatMetric(0.0000625)).toBe("6.25e-5");
     expect(formatMetric(2.5e6)).toBe("2.50e+6");
     expect(formatMetric(NaN)).toBe("—");
+  });
+});
+
+describe("niceCeil", () => {
+  it("ends axes on round numbers at or above the data", () => {
+    expect(niceCeil(0.188)).toBe(0.2);
+    expect(niceCeil(33.6)).toBe(35);
+    expect(niceCeil(0.006152)).toBe(0.0065);
+    expect(niceCeil(100)).toBe(100);
+    expect(niceCeil(0)).toBe(1);
   });
 });

@@ -55,3 +55,10 @@ export function formatPercent(fraction: number | null | undefined): string {
   if (fraction == null || !Number.isFinite(fraction)) return "—";
   return `${(fraction * 100).toFixed(fraction < 0.1 && fraction > 0 ? 1 : 0)}%`;
 }
+
+/** The next round number above v (1, 1.5, 2, 2.5 … × a power of ten): where an axis ends. */
+export function niceCeil(v: number): number {
+  if (!(v > 0) || !Number.isFinite(v)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return +((Math.ceil((v / p) * 2) / 2) * p).toPrecision(12);
+}

@@ -4,7 +4,7 @@ import { CartesianGrid, Legend, ResponsiveContainer, Scatter, ScatterChart, Tool
 import { api, call, type Metric, type Training } from "../api/client";
 import { MetricChart } from "../components/MetricChart";
 import { ErrorBanner, Panel, StatusBadge } from "../components/ui";
-import { formatMetric } from "../lib/format";
+import { formatMetric, niceCeil } from "../lib/format";
 
 const METRICS = [
   { key: "loss", label: "Loss", log: true },
@@ -20,13 +20,6 @@ interface Point {
   l0: number;
   fvu: number;
   architecture: string;
-}
-
-/** The next "round" number above v (1, 1.5, 2, 2.5 … × a power of ten): axis ends. */
-function niceCeil(v: number): number {
-  if (!(v > 0)) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  return (Math.ceil((v / p) * 2) / 2) * p;
 }
 
 export function ComparePage() {

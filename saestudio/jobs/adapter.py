@@ -159,7 +159,8 @@ class StoreCallback(TrainerCallback):
         self.buffer: list[dict[str, Any]] = []
         self.last_flush = time.monotonic()
         self.step = self.total_steps = self.flushes = 0
-        self.progress: dict[str, Any] = {}
+        # a heartbeat can come before on_start (the trainer sets up): never report less
+        self.progress: dict[str, Any] = {"total_steps": cfg.total_steps}
         self._started: tuple[float, int] = (time.monotonic(), 0)
         self._failing_since: float | None = None
         self.acted_on: str | None = None

@@ -205,7 +205,7 @@ class OursWorker:
                 "sae": sae,
                 "steps": total_steps,
                 "batch_size": BATCH,
-                "lr": c["lr"],
+                "lr": c.get("ours_lr") or c["lr"],
                 "out": str(out),
                 "log_every": 10**9,
                 "eval_every": 10**9,
@@ -489,6 +489,8 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     c.setdefault("lr", 2e-4 / math.sqrt(c["d_sae"] / 2**14) if c["arch"] == "topk" else 4e-4)
     c.setdefault("l1", 5.0)
     c["sparsify_optimizer"] = args.sparsify_optimizer
+    if args.ours_lr:
+        c["ours_lr"] = args.ours_lr
     libs = [lib for lib in args.libs if not (lib == "sparsify" and c["arch"] != "topk")]
     if c["arch"] == "standard" and "floor" not in libs:
         libs.append("floor")
@@ -597,6 +599,7 @@ def main() -> None:
     pr.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     pr.add_argument("--threads", type=int, default=2)
     pr.add_argument("--sparsify-optimizer", choices=["signum", "adam"], default="signum")
+    pr.add_argument("--ours-lr", type=float, help="SAE Studio's lr (default: the same as SAELens)")
     pr.add_argument("--json", type=Path, help="also write the results here")
     pw = sub.add_parser("worker")
     pw.add_argument("--lib", required=True)

@@ -86,12 +86,12 @@ class JumpReLUSAE(SparseAutoencoder):
     a 0.001 init by only a factor e^(lr·steps), so short runs' L0 would barely respond
     to λ (SAELens 6 made the same change). θ is clamped to ≥ 0 after each step.
 
-    L0 target mode (``l0_target`` set): the penalty is λ·s·L0 with a multiplier s that
-    integral control adapts every training step, log s += η·clip(L0/target − 1, ±1) —
-    dual ascent on the constraint L0 = target. A fixed penalty settles wherever the MSE
-    and L0 gradients balance, which depends on λ and the data; the multiplier keeps
-    moving until L0 is at the target, whatever λ. log s is a buffer, so checkpoints carry
-    it and a resumed run continues exactly.
+    L0 target mode (``l0_target`` set): the penalty is λ·s·|L0/target − 1|, two-sided (it
+    pushes θ down when L0 is below the target), with a multiplier s adapted every
+    training step: log s += η·(|L0/target − 1| − 0.02). A fixed penalty settles wherever
+    the MSE and L0 gradients balance — a deviation that depends on λ and the data; s
+    grows until the deviation is within 2 %, then relaxes, so L0 holds near the target
+    whatever λ. log s is a buffer: checkpoints carry it, a resumed run continues exactly.
     """
 
     unit_norm_decoder: ClassVar[bool] = True  # Gemma Scope keeps decoder rows unit norm
@@ -119,14 +119,15 @@ class JumpReLUSAE(SparseAutoencoder):
                 # the whole batch's L0 (all ranks' rows under torchrun) drives the multiplier
                 mean = settings.batch_mean or (lambda t: t.mean(0))
                 self._control_l0(mean(l0.detach().reshape(1)).reshape(()), settings.l0_target)
-            return {"l0_penalty": self.l0_log_scale.exp().to(l0.dtype) * l0}
+            deviation = (l0 / settings.l0_target - 1.0).abs()
+            return {"l0_deviation": self.l0_log_scale.exp().to(l0.dtype) * deviation}
         return {"l0": l0}
 
     @torch.no_grad()
     def _control_l0(self, l0: Tensor, target: float) -> None:
-        """Dual ascent on log s (no host sync): above the target the penalty grows."""
-        error = (l0.float() / target - 1.0).clamp(-1.0, 1.0)
-        self.l0_log_scale.add_(self.l0_control_rate * error).clamp_(-30.0, 30.0)
+        """log s up while |L0/target − 1| > 2 %, down inside that band (no host sync)."""
+        error = (l0.float() / target - 1.0).abs().clamp(max=1.0) - 0.02
+        self.l0_log_scale.add_(self.l0_control_rate * error).clamp_(-10.0, 30.0)
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

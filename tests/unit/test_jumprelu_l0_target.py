@@ -1,5 +1,5 @@
 """JumpReLU's L0 target mode reaches the requested L0 (issue 6 "Done means" 3): the
-multiplier on the L0 penalty is adapted by dual ascent until L0 sits at the target."""
+multiplier on the (two-sided) L0 penalty grows until L0 sits within 2 % of the target."""
 
 from __future__ import annotations
 

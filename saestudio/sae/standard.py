@@ -40,7 +40,12 @@ class _ReLUEncodeDecode(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor
+        x: Tensor,
+        W_enc: Tensor,
+        b_enc: Tensor,
+        W_dec: Tensor,
+        b_dec: Tensor,
+        scratch: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         z = torch.addmm(b_enc, x, W_enc).relu_()  # [batch, d_sae]
         x_hat = torch.addmm(b_dec, z, W_dec)  # [batch, d_out]
@@ -50,10 +55,11 @@ class _ReLUEncodeDecode(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, W_enc, _, W_dec, _ = inputs
+        x, W_enc, _, W_dec, _, scratch = inputs
         _, _, z = output
         ctx.mark_non_differentiable(z)
         ctx.save_for_backward(x, W_enc, W_dec, z)
+        ctx.scratch = scratch  # a reused [batch, d_sae] buffer for ∂z (CPU), or None
 
     @staticmethod
     def backward(
@@ -65,9 +71,15 @@ class _ReLUEncodeDecode(torch.autograd.Function):
         grad_x_hat = grad_x_hat.contiguous()
         ones = grad_x_hat.new_ones(batch, 1)
         # ∂z = ∂x̂·W_decᵀ + (∂L1/batch)·‖W_dec‖, then through the ReLU
-        grad_z = torch.addmm(w_norm * (grad_l1 / batch), grad_x_hat, W_dec.t())
-        grad_pre = torch.ops.aten.threshold_backward(grad_z, z, 0)
-        del grad_z
+        l1_grad = w_norm * (grad_l1 / batch)
+        scratch = ctx.scratch
+        if scratch is not None and scratch.shape == z.shape:  # no fresh 200 MB to fault in
+            grad_z = torch.addmm(l1_grad, grad_x_hat, W_dec.t(), out=scratch)
+            grad_pre = torch.ops.aten.threshold_backward.grad_input(grad_z, z, 0, grad_input=grad_z)
+        else:
+            grad_z = torch.addmm(l1_grad, grad_x_hat, W_dec.t())
+            grad_pre = torch.ops.aten.threshold_backward(grad_z, z, 0)
+            del grad_z
         # ∂W_dec = zᵀ·∂x̂ + (∂L1/batch)·(Σ_b z_b)·W_dec/‖W_dec‖; Σ_b z_b from the ones column
         zt_g = z.t() @ torch.cat([grad_x_hat, ones], dim=1)  # [d_sae, d_out + 1]
         scale = (grad_l1 / batch) * zt_g[:, -1] / w_norm.clamp_min(1e-12)
@@ -76,7 +88,7 @@ class _ReLUEncodeDecode(torch.autograd.Function):
         # ∂W_enc = xᵀ·∂pre and ∂b_enc = Σ_b ∂pre_b in one product
         xt_g = torch.cat([x, ones], dim=1).t() @ grad_pre  # [d_in + 1, d_sae]
         grad_x = grad_pre @ W_enc.t() if ctx.needs_input_grad[0] else None
-        return grad_x, xt_g[:-1], xt_g[-1], grad_W_dec, grad_b_dec
+        return grad_x, xt_g[:-1], xt_g[-1], grad_W_dec, grad_b_dec, None
 
 
 class StandardSAE(SparseAutoencoder):
@@ -104,8 +116,13 @@ class StandardSAE(SparseAutoencoder):
             return super().loss(x, target, settings)
         target = x if target is None else target
         enc_in = x - self.b_dec if self.subtract_b_dec_from_input else x
+        scratch = (
+            self.workspace("grad_z", (x.shape[0], self.d_sae), x)
+            if x.device.type == "cpu"
+            else None
+        )
         x_hat, l1, z = _ReLUEncodeDecode.apply(
-            enc_in, self.W_enc, self.b_enc, self.W_dec, self.b_dec
+            enc_in, self.W_enc, self.b_enc, self.W_dec, self.b_dec, scratch
         )
         skip = self.skip_path(x)
         if skip is not None:

@@ -138,7 +138,12 @@ class TopKSAE(SparseAutoencoder):
             settings.dead_mask is not None and settings.aux_k > 0 and settings.aux_coefficient > 0
         )
         with torch.no_grad():  # the one dense product; it only chooses entries
-            pre = self.pre_activations(x)  # [batch, d_sae]
+            if x.device.type == "cpu":  # reuse the buffer (no page faults every step)
+                enc = x - self.b_dec if self.subtract_b_dec_from_input else x
+                pre = self.workspace("pre", (x.shape[0], self.d_sae), x)  # [batch, d_sae]
+                torch.addmm(self.b_enc.to(x.dtype), enc, self.W_enc.to(x.dtype), out=pre)
+            else:  # accelerators: keep autocast (out= tensors are not autocast)
+                pre = self.pre_activations(x)
             main, main_raw = self._select(pre)
             aux = None
             if use_aux:

@@ -68,8 +68,13 @@ def test_paused_then_resumed_run_is_recorded_once(
         train = repo.metrics(s, tid, kind="train")
         assert [r.step for r in train] == list(range(5, 61, 5))  # each once, none lost
         assert {r.step for r in repo.metrics(s, tid, kind="density")} >= {30, 60}
-        steps = [c.step for c in repo.list_checkpoints(s, tid)]
-        assert {20, 40, 60} <= set(steps) and len(steps) == len(set(steps))
+        rows = repo.list_checkpoints(s, tid)
+        steps = [c.step for c in rows]
+        assert {40, 60} <= set(steps) and len(steps) == len(set(steps))
+        # retention (best + last 2) pruned older folders; their rows went with them
+        assert {tmp_path / c.path for c in rows} == set(
+            (tmp_path / "runs/job/checkpoints").glob("step_*")
+        )
         (best,) = repo.best_checkpoints(s, tid)
         assert best.size_bytes and (tmp_path / best.path).is_dir()
     # crash recovery: nothing is left running, so the watchdog finds nothing

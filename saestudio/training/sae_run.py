@@ -113,7 +113,12 @@ class SAERun:
             if self.target_name and sample_out is not None:
                 rows[self.target_name] = sample_out
             x, y = self.prepare(rows)
-            self.sae.init_biases_from_mean(x.mean(0), (x if y is None else y).mean(0))
+            y = x if y is None else y
+            # a row whose squared norm overflows (one corrupt row in the data) must not set
+            # the biases: the loss would be inf from step 1, not where the row is trained on
+            ok = torch.isfinite(x.pow(2).sum(1)) & torch.isfinite(y.pow(2).sum(1))
+            if bool(ok.any()):
+                self.sae.init_biases_from_mean(x[ok].mean(0), y[ok].mean(0))
 
     def prepare(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This SAE's input (and target) from a batch, normalised, on the device."""

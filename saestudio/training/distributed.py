@@ -279,6 +279,11 @@ def setup(device: str) -> tuple[Dist, torch.device]:
 
 
 def shutdown() -> None:
-    """Leave the process group (end of a torchrun'd command)."""
+    """Leave the process group (end of a torchrun'd command). After a normal end (no
+    exception on its way out) every rank first waits for the others: a rank that tears
+    its gloo pairs down while a peer still talks makes that peer's background thread
+    abort the process ("terminate called without an active exception")."""
     if tdist.is_available() and tdist.is_initialized():
+        if sys.exc_info()[0] is None:
+            tdist.barrier()
         tdist.destroy_process_group()

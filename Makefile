@@ -37,8 +37,12 @@ frontend/openapi.json: $(STAMP) FORCE
 
 FORCE:
 
-$(WEB): frontend/node_modules/.installed frontend/openapi.json $(FRONTEND_SRC)
-	cd frontend && npm run gen && npm run build
+# generated, never committed or edited: the client's types follow the spec
+frontend/src/api/schema.d.ts: frontend/node_modules/.installed frontend/openapi.json
+	cd frontend && npm run gen
+
+$(WEB): frontend/src/api/schema.d.ts $(FRONTEND_SRC)
+	cd frontend && npm run build
 
 web: $(WEB)
 

@@ -37,15 +37,28 @@ def main() -> None:
     args = p.parse_args()
     acts = HERE / "minilm_l3"
     extract(demo_extract_config(acts), progress=False)
-    common = {"hook": DEMO_HOOK, "steps": args.steps, "batch_size": args.batch_size,
-              "sae": {"architecture": "topk", "k": 32, "expansion_factor": 4},
-              "log_every": max(1, args.steps // 5), "checkpoint_every": 0,
-              "downstream_contexts": 0, "shuffle_buffer_rows": 16384}
+    common = {
+        "hook": DEMO_HOOK,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "sae": {"architecture": "topk", "k": 32, "expansion_factor": 4},
+        "log_every": max(1, args.steps // 5),
+        "checkpoint_every": 0,
+        "downstream_contexts": 0,
+        "shuffle_buffer_rows": 16384,
+    }
     results = {}
     for name, extra in (
         ("cached", {"activations": str(acts)}),
-        ("on-the-fly", {"model": demo_model_dir(), "dataset": "demo:pydoc",
-                        "exclude_special_tokens": True, "model_batch_size": 32}),
+        (
+            "on-the-fly",
+            {
+                "model": demo_model_dir(),
+                "dataset": "demo:pydoc",
+                "exclude_special_tokens": True,
+                "model_batch_size": 32,
+            },
+        ),
     ):
         t0 = time.perf_counter()
         out = HERE / f"otf_{name}"

@@ -38,7 +38,14 @@ export function MetricChart({
   const hasData = data.some((row) => series.some((s) => row[s.key] !== undefined));
   // the log axis gets explicit bounds: Recharts' own data bounds clip some series
   const positive = shown.flatMap((row) => series.map((s) => row[s.key])).filter((v): v is number => v !== undefined && v > 0);
-  const logDomain: [number, number] = positive.length ? [Math.min(...positive) * 0.95, Math.max(...positive) * 1.05] : [1e-3, 1];
+  // a loop, not Math.min(...values): long runs have more points than a call takes arguments
+  let lo = Infinity;
+  let hi = 0;
+  for (const v of positive) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  const logDomain: [number, number] = positive.length ? [lo * 0.95, hi * 1.05] : [1e-3, 1];
   return (
     <figure aria-label={`${title} chart`} className="rounded-lg border border-slate-800 bg-slate-900/60 p-3">
       <figcaption className="mb-2 flex items-center justify-between gap-2">

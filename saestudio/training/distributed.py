@@ -28,6 +28,8 @@ This module is pure torch: no web, database or queue imports.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -285,5 +287,9 @@ def shutdown() -> None:
     abort the process ("terminate called without an active exception")."""
     if tdist.is_available() and tdist.is_initialized():
         if sys.exc_info()[0] is None:
-            tdist.barrier()
+            with contextlib.suppress(Exception):  # a peer that died must not hang us here
+                if tdist.get_backend() == "gloo":
+                    tdist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+                else:
+                    tdist.barrier()
         tdist.destroy_process_group()

@@ -126,6 +126,8 @@ def test_peak_memory_does_not_grow_with_dataset_size(tmp_path: Path) -> None:
     grow_small = _peak_growth(small, tmp_path / "run_small")
     grow_large = _peak_growth(large, tmp_path / "run_large")
     # the same work on a 12× larger dataset: the peak must not follow the data's size
-    assert grow_large < grow_small + 40, f"peak grew {grow_small} MB → {grow_large} MB"
+    # 64 MB of slack for allocator noise (seen: +43 MB once in CI); a read that kept the
+    # data would add a good part of the 352 MB the large dataset has more
+    assert grow_large < grow_small + 64, f"peak grew {grow_small} MB → {grow_large} MB"
     # and stays well below the data (the rest is torch, the SAE, Adam and the allocator)
     assert grow_large < 300, f"training a 384 MB dataset grew RSS by {grow_large} MB"

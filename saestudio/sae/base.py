@@ -216,9 +216,12 @@ class SparseAutoencoder(nn.Module):
         """
         if not self.unit_norm_decoder or self.W_dec.grad is None:
             return
-        w = self.W_dec / self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        g = self.W_dec.grad
-        g.sub_((g * w).sum(dim=1, keepdim=True) * w)
+        W, g = self.W_dec.detach(), self.W_dec.grad
+        # g −= (g·w) w with w = W/‖W‖, as per-row dot products and one in-place update
+        # (no [d_sae, d_out] temporaries)
+        dot = torch.bmm(g.unsqueeze(1), W.unsqueeze(2)).view(-1)  # [d_sae]
+        coef = dot / W.norm(dim=1).square().clamp_min(1e-24)
+        g.addcmul_(W, coef.unsqueeze(1), value=-1)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:

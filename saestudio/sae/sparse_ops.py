@@ -67,6 +67,37 @@ def from_flat(flat_indices: Tensor, batch: int, d_sae: int) -> tuple[Active, Ten
     return Active(rows, cols, counts.cumsum(0).sub_(counts), batch), perm
 
 
+def topk_rows(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``x.topk(k, dim=-1, sorted=False)`` for a wide ``[batch, d]`` matrix, ~1.5× faster.
+
+    Each row is cut into ``c`` strided slices (``x.view(batch, c, n)``; "chunk" ``r`` of
+    a row is its entries ``r, r + n, r + 2n, …``). Every entry of the row's top k lies in
+    a chunk whose maximum is at least the k-th largest value, i.e. among the k chunks with
+    the largest maxima (an entry outside them ties the k-th value). So: chunk maxima
+    (one vectorised pass), top-k of the ``n`` maxima, then top-k of the ``c·k`` entries of
+    the chosen chunks. Same values as ``torch.topk``; among exactly tied values the chosen
+    indices may differ, as between any two top-k implementations. Falls back to
+    ``torch.topk`` where the slicing does not pay (narrow rows, large k, odd widths).
+
+    Written by hand: torch.topk's CPU kernel copies every row into (value, index) pairs
+    before its partial sort, which costs more than the encoder product's second half.
+    """
+    batch, d = x.shape
+    c = 16
+    while c >= 4 and (d % c or d // c < 12 * k):
+        c //= 2
+    if c < 4 or x.device.type != "cpu" or not x.is_contiguous():
+        values, indices = x.topk(k, dim=-1, sorted=False)
+        return values, indices
+    n = d // c
+    chunks = x.view(batch, c, n)
+    _, top_chunks = chunks.amax(1).topk(k, dim=-1, sorted=False)  # [batch, k] chunk ids
+    cand = chunks.gather(2, top_chunks.unsqueeze(1).expand(batch, c, k))  # [batch, c, k]
+    values, j = cand.view(batch, c * k).topk(k, dim=-1, sorted=False)
+    indices = torch.div(j, k, rounding_mode="floor").mul_(n).add_(top_chunks.gather(1, j % k))
+    return values, indices
+
+
 class ColumnPlan(NamedTuple):
     """The entries of an :class:`Active` grouped by latent — what the weight gradients
     ``Gᵀ·X`` need. Built once per selection, shared by the encoder and decoder backward."""

@@ -33,6 +33,8 @@ def _grads(sae: SparseAutoencoder, loss: torch.Tensor) -> dict[str, torch.Tensor
 
 ARCHS = {
     "topk": ({"architecture": "topk"}, None),
+    # wide enough for sparse_ops.topk_rows to select by chunks (96 chunks of 8)
+    "topk_wide": ({"architecture": "topk"}, None),
     "batchtopk": ({"architecture": "batchtopk"}, None),
     "topk_skip_transcoder": (
         {"architecture": "transcoder", "activation": "topk", "skip": True},
@@ -47,8 +49,8 @@ ARCHS = {
 def test_sparse_loss_equals_dense_loss(arch: str, dead: str) -> None:
     g, seed = _fresh()
     spec, d_out = ARCHS[arch]
-    d_sae = 96
-    cfg = SAEConfig(**spec, k=6, d_sae=d_sae).resolved(24, d_out)
+    d_sae, k = (768, 8) if arch.endswith("_wide") else (96, 6)
+    cfg = SAEConfig(**spec, k=k, d_sae=d_sae).resolved(24, d_out)
     sae = _perturbed(cfg, g)
     x = torch.randn(37, 24, generator=g)
     target = None if d_out is None else torch.randn(37, d_out, generator=g)
@@ -139,6 +141,44 @@ def test_primitives_match_dense_products() -> None:
     sparse_m = reconstruction_metrics(t, ref.detach(), zs)
     for k in dense_m:
         torch.testing.assert_close(sparse_m[k], dense_m[k], msg=k)
+
+
+@pytest.mark.parametrize(
+    "batch,d,k",
+    [(64, 12288, 32), (33, 3072, 32), (17, 768, 8), (9, 4096, 1), (5, 100, 3), (6, 500, 40)],
+)
+@pytest.mark.parametrize("values", ["normal", "ties", "masked"])
+def test_topk_rows_equals_torch_topk(batch: int, d: int, k: int, values: str) -> None:
+    """The chunked top-k picks the same values as torch.topk (indices may differ only
+    among exact ties), and each index points at its value."""
+    g, seed = _fresh()
+    x = torch.randn(batch, d, generator=g)
+    if values == "ties":  # few distinct values: the k-th value is tied across chunks
+        x = torch.randint(0, 4, (batch, d), generator=g).float()
+    elif values == "masked":  # AuxK-style: most entries -inf
+        x = x.masked_fill(torch.rand(batch, d, generator=g) < 0.9, float("-inf"))
+    got_v, got_i = sparse_ops.topk_rows(x, k)
+    want_v, _ = x.topk(k, dim=-1)
+    msg = f"seed {seed}"
+    assert got_v.shape == got_i.shape == (batch, k)
+    torch.testing.assert_close(got_v.sort(-1, descending=True).values, want_v, msg=msg)
+    torch.testing.assert_close(x.gather(1, got_i), got_v, msg=msg)
+    assert (got_i.sort(-1).values.diff(dim=-1) > 0).all(), f"an index picked twice, {msg}"
+
+
+def test_parallel_decoder_grad_removed_for_rows_of_any_norm() -> None:
+    g, seed = _fresh()
+    cfg = SAEConfig(architecture="topk", k=4, d_sae=40).resolved(12)
+    sae = build_sae(cfg)
+    with torch.no_grad():  # rows off unit norm (as after an optimizer step)
+        sae.W_dec.mul_(torch.rand(40, 1, generator=g) * 3 + 0.1)
+    grad = torch.randn(40, 12, generator=g)
+    sae.W_dec.grad = grad.clone()
+    sae.remove_parallel_decoder_grad()
+    w = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=1, keepdim=True)
+    want = grad - (grad * w).sum(1, keepdim=True) * w
+    torch.testing.assert_close(sae.W_dec.grad, want, msg=f"seed {seed}")
+    torch.testing.assert_close((sae.W_dec.grad * w).sum(1), torch.zeros(40), msg=f"seed {seed}")
 
 
 def test_fire_counts_ignore_zero_values() -> None:

@@ -155,7 +155,10 @@ def test_sweep_trains_each_sae_as_if_alone(small_acts: Path, tmp_path: Path) -> 
 
         def lines(p: Path) -> list[dict]:
             rows = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
-            return [{k: v for k, v in r.items() if k not in ("sae", "tokens_per_s", "time")} for r in rows]
+            return [
+                {k: v for k, v in r.items() if k not in ("sae", "tokens_per_s", "time")}
+                for r in rows
+            ]
 
         assert lines(joint) == lines(alone)
 

@@ -208,6 +208,8 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     rounds = args.rounds or base["rounds"]
     steps = args.steps or base["steps"]
     c = {**base, "name": name, "total_steps": rounds * steps + args.warmup}
+    # SAELens gets the paper's TopK lr (it has no default of its own); SAE Studio uses its
+    # own default (None: resolved by the trainer) unless --ours-lr is given
     c.setdefault("lr", 2e-4 / math.sqrt(c["d_sae"] / 2**14) if c["arch"] == "topk" else 4e-4)
     c.setdefault("l1", 5.0)
     c["sparsify_optimizer"] = args.sparsify_optimizer

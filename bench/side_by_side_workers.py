@@ -72,7 +72,7 @@ class OursWorker:
                 "sae": sae,
                 "steps": total_steps,
                 "batch_size": BATCH,
-                "lr": c.get("ours_lr") or c["lr"],
+                "lr": c.get("ours_lr") or (None if c["arch"] == "topk" else c["lr"]),
                 "out": str(out),
                 "log_every": 10**9,
                 "eval_every": 10**9,

@@ -118,7 +118,7 @@ class TrainConfig(BaseModel):
         None,
         gt=0,
         le=1,
-        description="Peak learning rate; default per architecture (topk: 2e-4/√(d_sae/2^14)).",
+        description="Peak learning rate; default per architecture (topk: 8e-4/√(d_sae/2^14)).",
     )
     adam_beta1: float | None = Field(None, ge=0, lt=1, description="Adam β1 (jumprelu: 0).")
     adam_beta2: float | None = Field(None, ge=0, lt=1, description="Adam β2.")

@@ -78,10 +78,10 @@ def test_topk_lr_scales_with_inverse_sqrt_of_latents(arch: str) -> None:
     def lr(d_sae: int) -> float:
         return resolve(_cfg(sae={"architecture": arch, "d_sae": d_sae}), 2048, None).lr
 
-    assert lr(16384) == pytest.approx(2e-4)  # Gao et al.: 2e-4 at 16k latents
-    assert lr(65536) == pytest.approx(1e-4)
-    assert lr(4096) == pytest.approx(4e-4)
-    assert lr(1000) == pytest.approx(2e-4 / math.sqrt(1000 / 2**14))
+    assert lr(16384) == pytest.approx(8e-4)  # 4× Gao et al.'s 2e-4 at 16k latents
+    assert lr(65536) == pytest.approx(4e-4)
+    assert lr(4096) == pytest.approx(1.6e-3)
+    assert lr(1000) == pytest.approx(8e-4 / math.sqrt(1000 / 2**14))
     hp = resolve(_cfg(sae={"architecture": arch, "d_sae": 16384}), 2048, None)
     assert hp.adam_eps == pytest.approx(6.25e-10)
 

@@ -30,7 +30,7 @@ def test_validate_resolves_defaults_and_estimates(client: TestClient, settings: 
     plan = r.json()
     # d_sae from expansion_factor 8 × the file's width; TopK lr scaled as Gao et al. §A
     assert plan["d_in"] == 24 and plan["resolved"]["sae"]["d_sae"] == 192
-    assert plan["resolved"]["lr"] == pytest.approx(2e-4 / (192 / 2**14) ** 0.5)
+    assert plan["resolved"]["lr"] == pytest.approx(8e-4 / (192 / 2**14) ** 0.5)
     est = plan["estimate"]
     assert est["parameters"] == 24 * 192 * 2 + 192 + 24 and est["tokens"] == 100 * 256
     assert (

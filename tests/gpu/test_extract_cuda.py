@@ -26,13 +26,17 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 
-CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,;:!?()-_'\"\n"
-
 
 @pytest.fixture(scope="module")
 def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    """A random 3-layer Llama with the unit tests' character tokenizer."""
+    import importlib.util
 
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("unit_conftest", here.parent / "unit/conftest.py")
+    assert spec is not None and spec.loader is not None
+    unit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unit)
     path = tmp_path_factory.mktemp("llama")
     torch.manual_seed(0)
     cfg = tf.LlamaConfig(
@@ -41,19 +45,7 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
         bos_token_id=1, eos_token_id=2, pad_token_id=0,
     )  # fmt: skip
     tf.AutoModelForCausalLM.from_config(cfg).save_pretrained(path)
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3} | {
-        c: i + 4 for i, c in enumerate(CHARS)
-    }
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tf.PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    ).save_pretrained(path)
+    unit.save_tiny_tokenizer(path)
     return str(path)
 
 

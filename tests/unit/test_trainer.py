@@ -131,7 +131,8 @@ def test_normalisation_is_folded_into_the_export(tmp_path: Path, mode: str) -> N
     )
     sae = load_saelens(result.sae_path)
     held_out = torch.from_numpy(x[-300:])
-    out = sae(held_out)
+    with torch.no_grad():
+        out = sae(held_out)
     fvu = float(reconstruction_metrics(held_out, out.x_hat, out.z)["fvu"])
     assert fvu == pytest.approx(result.eval["eval_fvu"], abs=1e-4)
     assert (

@@ -46,6 +46,17 @@ export function MetricChart({
     hi = Math.max(hi, v);
   }
   const logDomain: [number, number] = positive.length ? [lo * 0.95, hi * 1.05] : [1e-3, 1];
+  // a series with one or two points draws no visible line: mark its points instead
+  const points = (key: string) => shown.reduce((n, row) => n + (row[key] !== undefined ? 1 : 0), 0);
+  // one step only: widen the x-axis so the point sits inside the plot, not on its edge
+  let first = Infinity;
+  let last = -Infinity;
+  for (const row of data) {
+    if (row.step === undefined) continue;
+    first = Math.min(first, row.step);
+    last = Math.max(last, row.step);
+  }
+  const xDomain: [number, number] = first === last ? [first - 1, last + 1] : [first, last];
   return (
     <figure aria-label={`${title} chart`} className="rounded-lg border border-slate-800 bg-slate-900/60 p-3">
       <figcaption className="mb-2 flex items-center justify-between gap-2">
@@ -60,7 +71,7 @@ export function MetricChart({
           <ResponsiveContainer width="100%" height="100%">
             <LineChart data={shown} margin={{ top: 4, right: 8, bottom: 0, left: 0 }}>
               <CartesianGrid stroke="#1e293b" />
-              <XAxis dataKey="step" type="number" domain={["dataMin", "dataMax"]} stroke="#64748b" fontSize={11} tickFormatter={(v) => formatCount(v, true)} />
+              <XAxis dataKey="step" type="number" domain={xDomain} allowDecimals={false} stroke="#64748b" fontSize={11} tickFormatter={(v) => formatCount(v, true)} />
               <YAxis
                 stroke="#64748b"
                 fontSize={11}
@@ -77,7 +88,7 @@ export function MetricChart({
               />
               {series.length > 1 && <Legend wrapperStyle={{ fontSize: 11 }} />}
               {series.map((s, i) => (
-                <Line key={s.key} type="monotone" dataKey={s.key} name={s.label} stroke={COLORS[i % COLORS.length]} dot={false} isAnimationActive={false} connectNulls strokeWidth={1.6} />
+                <Line key={s.key} type="monotone" dataKey={s.key} name={s.label} stroke={COLORS[i % COLORS.length]} dot={points(s.key) <= 2 ? { r: 3 } : false} isAnimationActive={false} connectNulls strokeWidth={1.6} />
               ))}
             </LineChart>
           </ResponsiveContainer>

@@ -4,6 +4,7 @@ driven by Playwright."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -35,19 +36,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a fresh studio; stopped (worker included) afterwards."""
+@contextlib.contextmanager
+def serve(
+    tmp: Path, args: tuple[str, ...] = (), env_extra: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run `saestudio serve` on a free port with an empty data dir under ``tmp``; yield its
+    base URL (127.0.0.1); stop it, worker included, afterwards."""
     if not WEB_INDEX.is_file():
         pytest.fail("the web bundle is not built: run `make web` (make test does)")
-    tmp = tmp_path_factory.mktemp("studio")
     port = _free_port()
     env = {**os.environ, "SAESTUDIO_DATA_DIR": str(tmp / "data"), "HF_HUB_OFFLINE": "1"}
     env.pop("SAESTUDIO_DATABASE_URL", None)
     env.pop("SAESTUDIO_BROKER_URL", None)
+    env.update(env_extra or {})
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "saestudio.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "saestudio.cli", "serve", "--port", str(port), *args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -56,8 +60,8 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 60
     while True:
-        try:
-            if httpx.get(base + "/api/v1/health", timeout=2).status_code == 200:
+        try:  # up: health answers (401 where a token is required)
+            if httpx.get(base + "/api/v1/health", timeout=2).status_code in (200, 401):
                 break
         except httpx.TransportError:
             pass
@@ -75,6 +79,13 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         worker_log = tmp / "data" / "logs" / "worker.log"
         if worker_log.exists():
             print(worker_log.read_text()[-4000:])
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a fresh studio with its embedded worker."""
+    with serve(tmp_path_factory.mktemp("studio")) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ describe("API errors read well", () => {
   });
   it("passes plain details through and explains a missing token", () => {
     expect(describeError(409, { detail: "cannot pause training 3: it is completed" }).message).toMatch("cannot pause");
-    expect(describeError(401, undefined).message).toMatch("access token");
+    expect(describeError(401, undefined).message).toMatch("needs an access token");
+    expect(describeError(401, { detail: "missing or wrong bearer token" }).message).toMatch("key button");
   });
 });

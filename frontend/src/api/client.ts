@@ -65,8 +65,13 @@ export function describeError(status: number, body: unknown): ApiError {
       .join("; ");
     return new ApiError(summary || "invalid request", status, fields);
   }
+  // a 401 means the token: say what to do about it, whatever the server's wording
+  if (status === 401) {
+    const had = typeof localStorage !== "undefined" && localStorage.getItem(TOKEN_KEY);
+    const what = had ? "the saved access token was refused" : "this studio needs an access token";
+    return new ApiError(`${what}: set SAESTUDIO_API_TOKEN's value with the key button (top right)`, status);
+  }
   if (typeof detail === "string") return new ApiError(detail, status);
-  if (status === 401) return new ApiError("this studio needs an access token", status);
   return new ApiError(`request failed (HTTP ${status})`, status);
 }
 

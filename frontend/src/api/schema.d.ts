@@ -1149,7 +1149,7 @@ export interface components {
             log_every: number;
             /**
              * Lr
-             * @description Peak learning rate; default per architecture (topk: 2e-4/√(d_sae/2^14)).
+             * @description Peak learning rate; default per architecture (topk: 8e-4/√(d_sae/2^14)).
              */
             lr?: number | null;
             /**

@@ -161,7 +161,7 @@ export function DatasetsPage() {
       </Panel>
 
       {rows === null ? (
-        <p className="text-slate-400">Loading…</p>
+        error ? null : <p className="text-slate-400">Loading…</p>
       ) : live.length === 0 ? (
         <p className="text-sm text-slate-400">No activation datasets yet. Start the demo, or extract from a model above.</p>
       ) : (

@@ -166,7 +166,7 @@ export function RunsPage() {
       ))}
 
       {runs === null ? (
-        <p className="text-slate-400">Loading…</p>
+        error ? null : <p className="text-slate-400">Loading…</p>
       ) : runs.length === 0 ? (
         <Panel className="py-10 text-center">
           <Sparkles className="mx-auto mb-3 h-8 w-8 text-indigo-300" aria-hidden />

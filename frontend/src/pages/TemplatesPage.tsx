@@ -81,7 +81,7 @@ export function TemplatesPage() {
       {notice && <p className="text-sm text-emerald-300">{notice}</p>}
       <Panel>
         {items === null ? (
-          <p className="text-slate-400">Loading…</p>
+          error ? null : <p className="text-slate-400">Loading…</p>
         ) : sorted.length === 0 ? (
           <p className="text-sm text-slate-400">No templates yet: save one from the New training form, or import a JSON file.</p>
         ) : (

@@ -1,13 +1,16 @@
 import { Activity, Database, FileStack, GitCompare, KeyRound, Plus } from "lucide-react";
-import { useState } from "react";
+import { lazy, Suspense, useState } from "react";
 import { NavLink, Route, Routes } from "react-router-dom";
 import { TOKEN_KEY } from "./api/client";
-import { ComparePage } from "./pages/ComparePage";
 import { DatasetsPage } from "./pages/DatasetsPage";
 import { NewTrainingPage } from "./pages/NewTrainingPage";
-import { RunDetailPage } from "./pages/RunDetailPage";
 import { RunsPage } from "./pages/RunsPage";
 import { TemplatesPage } from "./pages/TemplatesPage";
+
+// the chart pages load with their charting library on first visit: the runs list, the
+// form and the datasets page do not pay for Recharts
+const RunDetailPage = lazy(() => import("./pages/RunDetailPage").then((m) => ({ default: m.RunDetailPage })));
+const ComparePage = lazy(() => import("./pages/ComparePage").then((m) => ({ default: m.ComparePage })));
 
 const NAV = [
   { to: "/", label: "Runs", icon: Activity, end: true },
@@ -75,15 +78,17 @@ export function App() {
         </div>
       </header>
       <main className="mx-auto max-w-7xl px-3 py-5 sm:px-6">
-        <Routes>
-          <Route path="/" element={<RunsPage />} />
-          <Route path="/new" element={<NewTrainingPage />} />
-          <Route path="/runs/:id" element={<RunDetailPage />} />
-          <Route path="/compare" element={<ComparePage />} />
-          <Route path="/datasets" element={<DatasetsPage />} />
-          <Route path="/templates" element={<TemplatesPage />} />
-          <Route path="*" element={<p className="text-slate-400">Nothing here.</p>} />
-        </Routes>
+        <Suspense fallback={<p className="text-slate-400">Loading…</p>}>
+          <Routes>
+            <Route path="/" element={<RunsPage />} />
+            <Route path="/new" element={<NewTrainingPage />} />
+            <Route path="/runs/:id" element={<RunDetailPage />} />
+            <Route path="/compare" element={<ComparePage />} />
+            <Route path="/datasets" element={<DatasetsPage />} />
+            <Route path="/templates" element={<TemplatesPage />} />
+            <Route path="*" element={<p className="text-slate-400">Nothing here.</p>} />
+          </Routes>
+        </Suspense>
       </main>
     </div>
   );

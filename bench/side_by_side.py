@@ -67,6 +67,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "dead_after_tokens": 10_000_000,
     },
     "topk3072": {"arch": "topk", "d_sae": 3072, "k": 32, "rounds": 8, "steps": 62},
+    "batchtopk12288": {
+        "arch": "batchtopk",
+        "d_sae": 12288,
+        "k": 32,
+        "rounds": 4,
+        "steps": 4,
+        "dead_after_tokens": 10_000_000,
+    },
     "standard12288": {"arch": "standard", "d_sae": 12288, "rounds": 4, "steps": 3},
 }
 
@@ -210,7 +218,8 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     c = {**base, "name": name, "total_steps": rounds * steps + args.warmup}
     # SAELens gets the paper's TopK lr (it has no default of its own); SAE Studio uses its
     # own default (None: resolved by the trainer) unless --ours-lr is given
-    c.setdefault("lr", 2e-4 / math.sqrt(c["d_sae"] / 2**14) if c["arch"] == "topk" else 4e-4)
+    topk_like = c["arch"] in ("topk", "batchtopk")
+    c.setdefault("lr", 2e-4 / math.sqrt(c["d_sae"] / 2**14) if topk_like else 4e-4)
     c.setdefault("l1", 5.0)
     c["sparsify_optimizer"] = args.sparsify_optimizer
     if args.ours_lr:

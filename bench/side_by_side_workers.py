@@ -72,7 +72,7 @@ class OursWorker:
                 "sae": sae,
                 "steps": total_steps,
                 "batch_size": BATCH,
-                "lr": c.get("ours_lr") or (None if c["arch"] == "topk" else c["lr"]),
+                "lr": c.get("ours_lr") or (None if c["arch"] in ("topk", "batchtopk") else c["lr"]),
                 "out": str(out),
                 "log_every": 10**9,
                 "eval_every": 10**9,
@@ -116,6 +116,10 @@ class SAELensWorker:
         common = {"d_in": 384, "d_sae": c["d_sae"], "dtype": "float32", "device": "cpu"}
         if c["arch"] == "topk":
             self.sae = sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(k=c["k"], **common))
+        elif c["arch"] == "batchtopk":
+            self.sae = sae_lens.BatchTopKTrainingSAE(
+                sae_lens.BatchTopKTrainingSAEConfig(k=c["k"], **common)
+            )
         else:
             self.sae = sae_lens.StandardTrainingSAE(
                 sae_lens.StandardTrainingSAEConfig(l1_coefficient=c["l1"], **common)

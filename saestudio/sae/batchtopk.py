@@ -60,7 +60,7 @@ class BatchTopKSAE(TopKSAE):
             indices = (flat >= self.batch_reduce.topk_threshold(flat, n_keep)).nonzero()[:, 0]
             values = flat[indices]
         else:
-            values, indices = flat.topk(n_keep, sorted=False)
+            values, indices = sparse_ops.topk_flat(flat, n_keep)
         z = torch.zeros_like(flat).scatter_(0, indices, values).view_as(pre_acts)
         self._update_threshold(values)
         return z
@@ -78,7 +78,7 @@ class BatchTopKSAE(TopKSAE):
             flat_idx = (flat >= self.batch_reduce.topk_threshold(flat, n_keep)).nonzero()[:, 0]
             raw = flat[flat_idx]
         else:
-            raw, flat_idx = pre.flatten().topk(n_keep, sorted=False)
+            raw, flat_idx = sparse_ops.topk_flat(pre, n_keep)
         active, perm = sparse_ops.from_flat(flat_idx, batch, self.d_sae)
         raw = raw[perm]
         self._update_threshold(raw.relu())

@@ -67,6 +67,16 @@ def from_flat(flat_indices: Tensor, batch: int, d_sae: int) -> tuple[Active, Ten
     return Active(rows, cols, counts.cumsum(0).sub_(counts), batch), perm
 
 
+def _chunk_count(width: int, k: int, x: Tensor) -> int:
+    """How many strided chunks to cut ``width`` entries into when picking their top k, or
+    0 where chunking does not pay: each chunk must hold ≥ 4 entries, and the chunk maxima
+    must outnumber k by 12× (else the second top-k is as large as the first)."""
+    c = 16
+    while c >= 4 and (width % c or width // c < 12 * k):
+        c //= 2
+    return c if c >= 4 and x.device.type == "cpu" and x.is_contiguous() else 0
+
+
 def topk_rows(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``x.topk(k, dim=-1, sorted=False)`` for a wide ``[batch, d]`` matrix, ~1.5× faster.
 
@@ -83,10 +93,8 @@ def topk_rows(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     before its partial sort, which costs more than the encoder product's second half.
     """
     batch, d = x.shape
-    c = 16
-    while c >= 4 and (d % c or d // c < 12 * k):
-        c //= 2
-    if c < 4 or x.device.type != "cpu" or not x.is_contiguous():
+    c = _chunk_count(d, k, x)
+    if not c:
         values, indices = x.topk(k, dim=-1, sorted=False)
         return values, indices
     n = d // c
@@ -95,6 +103,24 @@ def topk_rows(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     cand = chunks.gather(2, top_chunks.unsqueeze(1).expand(batch, c, k))  # [batch, c, k]
     values, j = cand.view(batch, c * k).topk(k, dim=-1, sorted=False)
     indices = torch.div(j, k, rounding_mode="floor").mul_(n).add_(top_chunks.gather(1, j % k))
+    return values, indices
+
+
+def topk_flat(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``x.flatten().topk(k, sorted=False)`` (BatchTopK's batch-wide selection), by the
+    same chunking as :func:`topk_rows` over the flattened tensor: ~6× faster at batch
+    4096 × d_sae 12288, where torch's single-row top-k runs on one thread over 50M values."""
+    flat = x.reshape(-1)
+    c = _chunk_count(flat.numel(), k, x)
+    if not c:
+        values, indices = flat.topk(k, sorted=False)
+        return values, indices
+    n = flat.numel() // c
+    chunks = flat.view(c, n)
+    _, top_chunks = chunks.amax(0).topk(k, sorted=False)  # [k] chunk ids
+    cand = chunks[:, top_chunks]  # [c, k]
+    values, j = cand.reshape(-1).topk(k, sorted=False)
+    indices = torch.div(j, k, rounding_mode="floor").mul_(n).add_(top_chunks[j % k])
     return values, indices
 
 

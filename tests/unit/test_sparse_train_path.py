@@ -35,6 +35,7 @@ ARCHS = {
     "topk": ({"architecture": "topk"}, None),
     # wide enough for sparse_ops.topk_rows to select by chunks (96 chunks of 8)
     "topk_wide": ({"architecture": "topk"}, None),
+    "batchtopk_wide": ({"architecture": "batchtopk"}, None),  # sparse_ops.topk_flat chunks
     "batchtopk": ({"architecture": "batchtopk"}, None),
     "topk_skip_transcoder": (
         {"architecture": "transcoder", "activation": "topk", "skip": True},
@@ -148,21 +149,29 @@ def test_primitives_match_dense_products() -> None:
     [(64, 12288, 32), (33, 3072, 32), (17, 768, 8), (9, 4096, 1), (5, 100, 3), (6, 500, 40)],
 )
 @pytest.mark.parametrize("values", ["normal", "ties", "masked"])
-def test_topk_rows_equals_torch_topk(batch: int, d: int, k: int, values: str) -> None:
+@pytest.mark.parametrize("over", ["rows", "batch"])
+def test_chunked_topk_equals_torch_topk(batch: int, d: int, k: int, values: str, over: str) -> None:
     """The chunked top-k picks the same values as torch.topk (indices may differ only
-    among exact ties), and each index points at its value."""
+    among exact ties), and each index points at its value: per row (TopK) and over the
+    whole batch (BatchTopK, k·batch of them)."""
     g, seed = _fresh()
     x = torch.randn(batch, d, generator=g)
     if values == "ties":  # few distinct values: the k-th value is tied across chunks
         x = torch.randint(0, 4, (batch, d), generator=g).float()
     elif values == "masked":  # AuxK-style: most entries -inf
         x = x.masked_fill(torch.rand(batch, d, generator=g) < 0.9, float("-inf"))
-    got_v, got_i = sparse_ops.topk_rows(x, k)
-    want_v, _ = x.topk(k, dim=-1)
     msg = f"seed {seed}"
-    assert got_v.shape == got_i.shape == (batch, k)
+    if over == "rows":
+        got_v, got_i = sparse_ops.topk_rows(x, k)
+        want_v, _ = x.topk(k, dim=-1)
+        assert got_v.shape == got_i.shape == (batch, k)
+        torch.testing.assert_close(x.gather(1, got_i), got_v, msg=msg)
+    else:
+        got_v, got_i = sparse_ops.topk_flat(x, k * batch)
+        want_v, _ = x.flatten().topk(k * batch)
+        torch.testing.assert_close(x.flatten()[got_i], got_v, msg=msg)
+        got_v, got_i, want_v = got_v.unsqueeze(0), got_i.unsqueeze(0), want_v.unsqueeze(0)
     torch.testing.assert_close(got_v.sort(-1, descending=True).values, want_v, msg=msg)
-    torch.testing.assert_close(x.gather(1, got_i), got_v, msg=msg)
     assert (got_i.sort(-1).values.diff(dim=-1) > 0).all(), f"an index picked twice, {msg}"
 
 

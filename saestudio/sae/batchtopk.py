@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -17,6 +17,9 @@ from saestudio.sae.topk import TopKSAE
 DEFAULTS = TOPK_DEFAULTS
 
 THRESHOLD_EMA_BETA = 0.999
+# the update count of a θ whose history is unknown (an older checkpoint, an SAELens file):
+# treated as settled, so it moves at the EMA's rate 1 − β
+SETTLED_STEPS = 1 << 30
 
 
 class BatchReduce(Protocol):
@@ -36,14 +39,24 @@ class BatchTopKSAE(TopKSAE):
     """Training keeps the k·batch largest activations of the batch, so rows may use more or
     fewer than k latents. A global threshold θ — an EMA (β = 0.999) of the smallest kept
     activation — replaces the batch-level selection in eval mode, so inference is
-    per-row and exports as a JumpReLU-style threshold."""
+    per-row and exports as a JumpReLU-style threshold. Over the first 1/(1 − β) batches θ
+    is their plain running mean (weight max(1 − β, 1/n) for the n-th): a bare EMA would
+    stay near the first batch's value for thousands of steps, and every held-out metric
+    of an early evaluation would read through a stale θ."""
 
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
         # -1 means "not yet seen a batch"; eval mode then falls back to ReLU (θ = 0)
         self.threshold_ema: Tensor
         self.register_buffer("threshold_ema", torch.tensor(-1.0))
+        self.threshold_steps: Tensor  # batches folded into θ so far
+        self.register_buffer("threshold_steps", torch.tensor(0, dtype=torch.long))
         self.batch_reduce: BatchReduce | None = None  # set under torchrun: the global batch
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # checkpoints from before the count existed hold a θ with unknown history
+        state_dict.setdefault(prefix + "threshold_steps", torch.tensor(SETTLED_STEPS))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # the batch-level selection gives each row a different number of latents: decode via
     # the dense base-class path, not TopK's per-row sparse one
@@ -90,11 +103,14 @@ class BatchTopKSAE(TopKSAE):
         smallest = torch.where(positive > 0, positive, torch.full_like(positive, torch.inf)).min()
         if self.batch_reduce is not None:
             smallest = self.batch_reduce.min(smallest)
+        seen = torch.isfinite(smallest)  # no host sync: a batch with nothing positive
+        steps = self.threshold_steps + seen.long()  # leaves θ and its count as they were
+        weight = torch.clamp(1.0 / steps.clamp_min(1).float(), min=1 - THRESHOLD_EMA_BETA)
         first = self.threshold_ema < 0
-        blended = THRESHOLD_EMA_BETA * self.threshold_ema + (1 - THRESHOLD_EMA_BETA) * smallest
+        blended = (1 - weight) * self.threshold_ema + weight * smallest
         updated = torch.where(first, smallest, blended)
-        # no host sync: a batch with nothing positive leaves θ as it was
-        self.threshold_ema.copy_(torch.where(torch.isfinite(smallest), updated, self.threshold_ema))
+        self.threshold_ema.copy_(torch.where(seen, updated, self.threshold_ema))
+        self.threshold_steps.copy_(steps)
 
     def inference_threshold(self) -> Tensor:
         return self.threshold_ema.clamp_min(0.0).expand(self.d_sae).clone()

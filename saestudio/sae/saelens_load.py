@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from saestudio.sae.base import SparseAutoencoder
-from saestudio.sae.batchtopk import BatchTopKSAE
+from saestudio.sae.batchtopk import SETTLED_STEPS, BatchTopKSAE
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.registry import build_sae
 from saestudio.sae.saelens_format import (
@@ -172,6 +172,7 @@ def _assign(sae: SparseAutoencoder, tensors: dict[str, Tensor], weights_path: Pa
             if not torch.equal(threshold, threshold[0].expand_as(threshold)):
                 raise ValueError(f"{weights_path}: a BatchTopK threshold must be uniform")
             sae.get_buffer("threshold_ema").copy_(threshold[0])
+            sae.get_buffer("threshold_steps").fill_(SETTLED_STEPS)  # a finished θ
         else:
             sae.get_parameter("threshold").copy_(threshold)
 

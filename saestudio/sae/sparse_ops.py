@@ -107,21 +107,11 @@ def topk_rows(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 def topk_flat(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``x.flatten().topk(k, sorted=False)`` (BatchTopK's batch-wide selection), by the
-    same chunking as :func:`topk_rows` over the flattened tensor: ~6× faster at batch
-    4096 × d_sae 12288, where torch's single-row top-k runs on one thread over 50M values."""
-    flat = x.reshape(-1)
-    c = _chunk_count(flat.numel(), k, x)
-    if not c:
-        values, indices = flat.topk(k, sorted=False)
-        return values, indices
-    n = flat.numel() // c
-    chunks = flat.view(c, n)
-    _, top_chunks = chunks.amax(0).topk(k, sorted=False)  # [k] chunk ids
-    cand = chunks[:, top_chunks]  # [c, k]
-    values, j = cand.reshape(-1).topk(k, sorted=False)
-    indices = torch.div(j, k, rounding_mode="floor").mul_(n).add_(top_chunks[j % k])
-    return values, indices
+    """``x.flatten().topk(k, sorted=False)`` (BatchTopK's batch-wide selection): the
+    flattened tensor as one row of :func:`topk_rows`. ~6× faster at batch 4096 × d_sae
+    12288, where torch's top-k of a single row runs on one thread over 50M values."""
+    values, indices = topk_rows(x.reshape(1, -1), k)
+    return values[0], indices[0]
 
 
 class ColumnPlan(NamedTuple):

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from side_by_side_workers import proc_status_mb
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "large"
 D = 384
@@ -48,13 +50,6 @@ def _write(path: Path, gb: float) -> int:
     return rows
 
 
-def _status(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024  # kB → MB
-    return float("nan")
-
-
 def _child(args: argparse.Namespace) -> None:
     import torch
 
@@ -79,8 +74,8 @@ def _child(args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
-                "peak_rss_mb": round(_status("VmHWM")),
-                "end_rss_mb": round(_status("VmRSS")),
+                "peak_rss_mb": round(proc_status_mb("VmHWM")),
+                "end_rss_mb": round(proc_status_mb("VmRSS")),
                 "tokens_per_s": round(args.steps * 4096 / elapsed),
             }
         )

@@ -45,9 +45,10 @@ class Batches:
         return torch.from_numpy(np.frombuffer(bytearray(buf), dtype=np.float32).reshape(-1, self.d))
 
 
-def _peak_rss_mb() -> float:
+def proc_status_mb(field: str = "VmHWM") -> float:
+    """A memory field of this process (``VmHWM``: peak RSS; ``VmRSS``: RSS now), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -286,7 +287,7 @@ def worker(args: argparse.Namespace) -> None:
         elif cmd["cmd"] == "eval":
             import numpy as np
 
-            peak = _peak_rss_mb()  # of training, before the evaluation allocates anything
+            peak = proc_status_mb()  # of training, before the evaluation allocates anything
             x = torch.from_numpy(np.load(OUT / "eval.npy"))
             parts = [w.evaluate(chunk) for chunk in x.split(2048)]  # sums, not means: see _sums
             err = sum(p[0] for p in parts)

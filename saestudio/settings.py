@@ -9,9 +9,19 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from saestudio.jobs.contracts import JobTiming
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SAESTUDIO_", env_file=".env", extra="ignore")
+    # env_nested_*: SAESTUDIO_JOB_HEARTBEAT_S fills job.heartbeat_s (one split after the
+    # field name, so the nested names keep their underscores)
+    model_config = SettingsConfigDict(
+        env_prefix="SAESTUDIO_",
+        env_file=".env",
+        extra="ignore",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
     data_dir: Path = Field(
         Path("data"),
@@ -35,6 +45,11 @@ class Settings(BaseSettings):
         None, description="Required as a Bearer token when bound beyond localhost."
     )
     max_upload_mb: int = Field(16, ge=1, description="Largest accepted upload (templates).")
+    job: JobTiming = Field(
+        default_factory=JobTiming,
+        description="Job timing: SAESTUDIO_JOB_FLUSH_S, _POLL_S, _HEARTBEAT_S, "
+        "_STALE_AFTER_S, _WATCHDOG_EVERY_S.",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -16,8 +16,8 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from saestudio.activations.manifest import open_activation_dataset
-from saestudio.sae.config import SAEConfig
-from saestudio.sae.registry import REGISTRY, defaults_for
+from saestudio.sae.config import ARCHITECTURES, SAEConfig
+from saestudio.sae.defaults import defaults_for
 from saestudio.training.config import TrainConfig, resolve
 
 CPU_FLOPS = 5e10
@@ -192,7 +192,7 @@ def architectures() -> list[ArchitectureInfo]:
     from dataclasses import asdict
 
     out = []
-    for name in REGISTRY:
+    for name in ARCHITECTURES:
         cfg = SAEConfig(architecture=name)
         fixed = name not in ("transcoder", "skip")
         out.append(

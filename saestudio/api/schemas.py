@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from saestudio.activations.extract import ExtractConfig
+from saestudio.store.models import MAX_ID
 from saestudio.training.config import TrainConfig
 
 T = TypeVar("T")
@@ -34,7 +35,7 @@ class _Row(BaseModel):
 class TrainingCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
     config: TrainConfig
-    dataset_id: int | None = Field(None, ge=1, le=2_147_483_647)
+    dataset_id: int | None = Field(None, ge=1, le=MAX_ID)
 
 
 class TrainingUpdate(BaseModel):
@@ -68,7 +69,7 @@ class TrainingPublic(_Row):
 
 
 class BulkDelete(BaseModel):
-    ids: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
 
 
 class BulkDeleted(BaseModel):

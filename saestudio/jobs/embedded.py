@@ -26,11 +26,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``SAESTUDIO_*`` variables that make the worker's ``get_settings()`` equal
     ``settings`` (the broker spelled out, so both sides agree on the default). The API
     token stays out: the worker serves no requests."""
-    env = {
-        f"SAESTUDIO_{name.upper()}": str(value)
-        for name, value in settings.model_dump(exclude={"api_token"}).items()
-        if value is not None
-    }
+    flat: dict[str, object] = {}
+    for name, value in settings.model_dump(exclude={"api_token"}).items():
+        if isinstance(value, dict):  # a nested model (job timing): SAESTUDIO_JOB_HEARTBEAT_S
+            flat.update({f"{name}_{key}": v for key, v in value.items()})
+        else:
+            flat[name] = value
+    env = {f"SAESTUDIO_{name.upper()}": str(v) for name, v in flat.items() if v is not None}
     env["SAESTUDIO_BROKER_URL"] = settings.celery_broker
     env["SAESTUDIO_DATABASE_URL"] = settings.db_url
     return env

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +39,30 @@ class Checkpoint(NamedTuple):
 
 def step_dir(root: Path, step: int) -> Path:
     return root / f"step_{step:08d}"
+
+
+def checkpoints(root: Path) -> dict[int, Path]:
+    """The complete checkpoints in a checkpoints folder, by step, oldest first: folders
+    ``step_N`` holding a state file (a half-written ``step_N.tmp`` is not one). The one
+    listing the trainer, the job runner, export and pruning all use."""
+    if not root.is_dir():
+        return {}
+    found = {
+        int(d.name.split("_")[1]): d
+        for d in root.glob("step_*")
+        if not d.name.endswith(".tmp") and (d / STATE_FILE).is_file()
+    }
+    return dict(sorted(found.items()))
+
+
+def latest_common_step(roots: Iterable[Path]) -> int | None:
+    """The latest step at which every checkpoints folder in ``roots`` has a checkpoint (a
+    many-SAE run resumes all its SAEs from one step), or None when there is none."""
+    common: set[int] | None = None
+    for root in roots:
+        steps = set(checkpoints(root))
+        common = steps if common is None else common & steps
+    return max(common) if common else None
 
 
 def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -96,11 +121,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / STATE_FILE).is_file():
         return p
     for root in (p / "checkpoints", p):
-        found = (
-            sorted(d for d in root.glob("step_*") if (d / STATE_FILE).is_file())
-            if root.is_dir()
-            else []
-        )
+        found = list(checkpoints(root).values())
         if found:
             return found[-1]
     raise FileNotFoundError(f"resume: no checkpoint found in {p}")
@@ -139,7 +160,7 @@ def prune(root: Path, keep_last: int) -> list[Path]:
     """Delete all but the best checkpoint and the last ``keep_last``; returns what was removed."""
     best = read_best(root)
     keep_best = best["path"] if best else None
-    ckpts = sorted(d for d in root.glob("step_*") if d.is_dir() and not d.name.endswith(".tmp"))
+    ckpts = list(checkpoints(root).values())
     removed = []
     for d in ckpts[:-keep_last] if keep_last else ckpts:
         if d.name != keep_best:
@@ -156,7 +177,7 @@ def drop_after(root: Path, step: int) -> None:
     best = read_best(root)
     if best and best["step"] > step:
         (root / BEST_FILE).unlink()
-        for d in sorted(root.glob("step_*")):
+        for step_, d in checkpoints(root).items():
             loss = json.loads((d / STATE_FILE).read_text()).get("eval_loss")
             if loss is not None:
-                update_best(root, int(d.name.split("_")[1]), loss)
+                update_best(root, step_, loss)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from saestudio.sae.config import SAEConfig
-from saestudio.sae.registry import defaults_for
+from saestudio.sae.defaults import defaults_for
 
 SWEEPABLE = ("k", "d_sae", "expansion_factor", "sparsity_coefficient", "lr", "l0_target")
 SAE_SWEEPABLE = ("k", "d_sae", "expansion_factor")

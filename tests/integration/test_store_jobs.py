@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from saestudio.jobs.contracts import JobTiming
 from saestudio.jobs.events import MemoryEventSink
-from saestudio.jobs.runner import JobTiming, run_training
+from saestudio.jobs.runner import run_training
 from saestudio.store import repo
 from saestudio.store.db import session_scope
 from saestudio.store.jobstore import SqlJobStore

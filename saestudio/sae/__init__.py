@@ -7,8 +7,9 @@ The names below load on first use (PEP 562), so importing a torch-free submodule
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from saestudio._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from saestudio.sae.base import ForwardOutput, LossOutput, LossSettings, SparseAutoencoder
@@ -32,10 +33,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = [

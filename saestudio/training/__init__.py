@@ -6,8 +6,9 @@ neither torch nor an architecture.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from saestudio._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from saestudio.training.callbacks import TrainerCallback
@@ -25,10 +26,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = [

@@ -155,20 +155,27 @@ def test_the_check_sees_a_planted_cycle_and_a_planted_layer_import(tmp_path: Pat
     assert find_cycles(graph) == [["saestudio.sae.a", "saestudio.sae.b", "saestudio.sae.a"]]
 
 
-def test_importing_the_training_config_imports_no_torch_and_no_architecture() -> None:
+def _loaded_after(code: str) -> list[str]:
+    """torch, numpy and saestudio modules loaded by ``code`` in a fresh interpreter."""
+    probe = (
+        f"{code}; import sys; print(' '.join(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('torch', 'numpy', 'saestudio'))))"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return run.stdout.split()
+
+
+def test_importing_the_configs_imports_no_torch_and_no_architecture() -> None:
     """Validating a config (the API's /validate, the CLI's flags) stays cheap: the
     defaults it resolves with live in the torch-free ``sae.defaults``."""
-    code = (
-        "import sys, saestudio.training.config, saestudio.demo;"
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'numpy', 'saestudio'))))"
+    out = _loaded_after(
+        "import saestudio.training.config, saestudio.activations.config, saestudio.demo"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert not [m for m in out if m.startswith(("torch", "numpy"))], out
     assert set(out) <= {
         "saestudio",
+        "saestudio._lazy",
+        "saestudio.activations",
+        "saestudio.activations.config",
         "saestudio.demo",
         "saestudio.sae",
         "saestudio.sae.config",
@@ -176,6 +183,13 @@ def test_importing_the_training_config_imports_no_torch_and_no_architecture() ->
         "saestudio.training",
         "saestudio.training.config",
     }, out
+
+
+def test_the_command_line_parser_loads_no_torch() -> None:
+    """``saestudio <command> --help`` builds every subparser: it must not wait for torch."""
+    out = _loaded_after("from saestudio.cli import build_parser; build_parser()")
+    assert "saestudio.cli.train" in out and "saestudio.cli.extract" in out
+    assert not [m for m in out if m.startswith(("torch", "numpy"))], out
 
 
 @pytest.mark.parametrize("name", ["standard", "topk", "jumprelu", "skip", "transcoder"])

@@ -153,7 +153,9 @@ class SqlJobStore(_Base):
             row = s.get(Training, int(training_id))
             if row is None:
                 return None
-            return TrainConfig.model_validate(row.config), self.data_dir / row.out_dir
+            run_dir = self.data_dir / row.out_dir
+            # the folder is stored once, as out_dir; the config carries none of its own
+            return TrainConfig.model_validate({**row.config, "out": str(run_dir)}), run_dir
 
     def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
         with self.session() as s:

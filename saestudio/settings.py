@@ -3,6 +3,7 @@ environment (``SAESTUDIO_*``) or a ``.env`` file. The ML core never reads it."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -80,6 +81,16 @@ class Settings(BaseSettings):
     @property
     def celery_broker(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: only this machine can connect."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: may be reachable from elsewhere
 
 
 def default_model_roots() -> list[Path]:

@@ -4,7 +4,6 @@ errors mapped to HTTP codes, and a bearer token when bound beyond localhost."""
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from saestudio.api import ws
 from saestudio.api.deps import SettingsDep
 from saestudio.api.routes import checkpoints, datasets, studio, templates, trainings
 from saestudio.api.schemas import Health
-from saestudio.settings import Settings, get_settings
+from saestudio.settings import Settings, get_settings, is_loopback
 from saestudio.store import migrate
 from saestudio.store.db import get_engine
 from saestudio.store.repo import (
@@ -33,16 +32,6 @@ from saestudio.store.repo import (
 )
 
 API_PREFIX = "/api/v1"
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``: only this machine can connect."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: may be reachable from elsewhere
 
 
 class BearerAuth:

@@ -145,7 +145,7 @@ def recover_local_jobs(settings: Settings, previous: str) -> list[tuple[str, int
         for kind, job_id in found:
             log.warning("%s %s: its worker %s ended with the server; resuming", kind, job_id,
                         previous)  # fmt: skip
-            enqueue(celery, kind, job_id)  # type: ignore[arg-type]
+            enqueue(celery, kind, job_id)
     return [(str(kind), job_id) for kind, job_id in found]
 
 

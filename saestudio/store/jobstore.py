@@ -1,5 +1,5 @@
 """The database behind the job layer: :class:`SqlJobStore` implements the protocols of
-``saestudio.jobs`` (``JobStore``, ``RunStore``, ``ExtractionStore``) on the repository
+:mod:`saestudio.jobs.contracts` (``JobStore``, ``RunStore``, ``ExtractionStore``) on the repository
 functions. Structural typing: nothing here imports the jobs layer (imports point down).
 
 Each call is one short transaction of its own, so the heartbeat thread and the training

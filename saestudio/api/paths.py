@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePath
+from typing import Any
 from urllib.parse import unquote
 
 from fastapi import HTTPException
@@ -28,6 +29,12 @@ from saestudio.settings import Settings
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_. -]{0,199}")
 _HUB = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,95})?")
 _LOCAL_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet", ".csv")
+
+
+PATH_REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A path or name outside the path policy: `detail` names the field."}
+}
+"""``responses=`` of every route that takes a path or a name (the OpenAPI says so)."""
 
 
 def refuse(field: str, value: str, why: str) -> HTTPException:

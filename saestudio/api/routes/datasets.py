@@ -9,7 +9,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, SessionDep, SettingsDep
-from saestudio.api.paths import folder_below, model_source, safe_name, text_source
+from saestudio.api.paths import (
+    PATH_REFUSED,
+    folder_below,
+    model_source,
+    safe_name,
+    text_source,
+)
 from saestudio.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -26,7 +32,12 @@ from saestudio.store.models import ActivationDataset
 router = APIRouter(prefix="/activation-datasets", tags=["activation-datasets"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    responses=PATH_REFUSED,
+)
 def create_dataset(
     body: DatasetCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> ActivationDataset:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from saestudio.activations.store import DataError
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, IdQuery, SessionDep, SettingsDep
-from saestudio.api.paths import data_path, model_source, slug, text_source
+from saestudio.api.paths import PATH_REFUSED, data_path, model_source, slug, text_source
 from saestudio.api.planning import ConfigProblem, TrainingPlan, plan
 from saestudio.api.schemas import (
     BulkDelete,
@@ -88,7 +88,12 @@ def _send(session: Session, celery: CeleryDep, row: Training) -> None:
     enqueue(celery, "training", row.id)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TrainingPublic,
+    responses=PATH_REFUSED,
+)
 def create_training(
     body: TrainingCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Training:
@@ -118,7 +123,7 @@ def checked_plan(config: dict[str, Any]) -> TrainingPlan:
         ) from e
 
 
-@router.post("/validate", response_model=TrainingPlan)
+@router.post("/validate", response_model=TrainingPlan, responses=PATH_REFUSED)
 def validate_training(body: TrainingCreate, settings: SettingsDep) -> TrainingPlan:
     """Check a config without queueing anything: 422 with field-level messages, else
     the data's widths, the hyperparameters after architecture defaults, and estimated
@@ -191,12 +196,16 @@ def control(
 
 
 @router.post(
-    "/{training_id}/retry", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic
+    "/{training_id}/retry",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TrainingPublic,
+    responses=PATH_REFUSED,
 )
 def retry(
     training_id: IdPath, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Training:
-    """A new run with the same config, ``parent_id`` pointing at this one."""
+    """A new run with the same config, ``parent_id`` pointing at this one (its paths
+    checked again: 400 when one now points outside the path policy)."""
     old = repo.get_training(session, training_id)
     # re-checked: a symlink may have been pointed elsewhere since the first run
     config = confined_config(TrainConfig.model_validate(old.config), settings)

@@ -61,9 +61,12 @@ class _Reporter:
         self.events.publish(GLOBAL_CHANNEL, event)
 
 
-def resume_step(cfg: TrainConfig) -> int | None:
-    """The latest checkpoint step every SAE of the job reached, or None (start fresh)."""
-    return ckpt.latest_common_step(Path(job.out) / "checkpoints" for _, job in cfg.sae_jobs())
+def resume_step(cfg: TrainConfig, *, clean: bool = False) -> int | None:
+    """The latest checkpoint step every SAE of the job reached, or None (start fresh).
+    ``clean``: also remove leftovers of a killed write (``.tmp``, folders without
+    ``state.json``) — only for the job's owner, which is not writing one now."""
+    roots = [Path(job.out) / "checkpoints" for _, job in cfg.sae_jobs()]
+    return ckpt.latest_common_step(roots, clean=clean)
 
 
 def _record_resumed_checkpoints(
@@ -118,7 +121,7 @@ def run_training(
     try:
         with heart:
             heart.check()  # claimed by another worker meanwhile: write nothing
-            start = resume_step(cfg)
+            start = resume_step(cfg, clean=True)
             store.delete_metrics_after(training_id, start or 0)
             if start is None:  # a dead job's partial checkpoints must not rank as best
                 for _, job in cfg.sae_jobs():

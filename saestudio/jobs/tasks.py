@@ -95,9 +95,9 @@ def _deferred(celery: Celery, kind: JobKind, job_id: int) -> bool:
 
 @app.task(name=TRAIN_TASK, bind=True)
 def train_task(self: Task, training_id: int) -> str:
-    """Train (or resume) one run; returns its status, ``skipped`` when not claimed."""
-    from saestudio.jobs.runner import run_training
-
+    """Train (or resume) one run; returns its status, ``skipped`` when not claimed. The
+    claim comes before the runner (and torch) is imported: a job re-queued by a restart
+    shows ``running`` on its new worker as soon as the worker takes it."""
     if _deferred(self.app, "training", training_id):
         return "deferred"
     store, timing, host = get_store(), get_settings().job, _hostname(self)
@@ -116,6 +116,8 @@ def train_task(self: Task, training_id: int) -> str:
     if gate == "failed":
         store.trainings.set_status(training_id, "failed", error=why, worker=host)
         return "failed"
+    from saestudio.jobs.runner import run_training
+
     events = _events(str(self.app.conf.broker_url))
     status = run_training(
         training_id,
@@ -134,9 +136,8 @@ def train_task(self: Task, training_id: int) -> str:
 
 @app.task(name=EXTRACT_TASK, bind=True)
 def extract_task(self: Task, dataset_id: int) -> str:
-    """Extract (or continue) one activation dataset; returns its status."""
-    from saestudio.jobs.runner import run_extraction
-
+    """Extract (or continue) one activation dataset; returns its status (claimed first,
+    as :func:`train_task`)."""
     if _deferred(self.app, "extraction", dataset_id):
         return "deferred"
     store, timing, host = get_store(), get_settings().job, _hostname(self)
@@ -144,6 +145,8 @@ def extract_task(self: Task, dataset_id: int) -> str:
     if cfg is None or not store.claim("extraction", dataset_id, host, timing.stale_after_s):
         log.info("extraction %s: not claimable", dataset_id)
         return "skipped"
+    from saestudio.jobs.runner import run_extraction
+
     events = _events(str(self.app.conf.broker_url))
     status = run_extraction(
         dataset_id, cfg, store.datasets, events, hostname=host, timing=timing, interrupt=SHUTDOWN

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.orm import Session
 
 from saestudio.store import checkpoints as ckpts
-from saestudio.store import datasets, metrics, trainings
+from saestudio.store import datasets, lifecycle, metrics, trainings
 from saestudio.store.db import session_scope
 from saestudio.store.models import ActivationDataset, Training
 
@@ -78,7 +78,10 @@ class SqlRunStore(_Base):
         is_best: bool,
         eval_loss: float | None,
     ) -> None:
+        from saestudio.training.checkpoint import checkpoints  # torch: worker side only
+
         folder = Path(path)
+        complete = {self.rel(d) for d in checkpoints(folder.parent).values()}
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         with self.session() as s:
             ckpts.add_checkpoint(
@@ -92,9 +95,7 @@ class SqlRunStore(_Base):
                 size_bytes=size if folder.is_dir() else None,
             )
             # the trainer pruned older folders (best + last keep_checkpoints) just before
-            ckpts.forget_checkpoints(
-                s, int(training_id), sae, lambda rel: (self.data_dir / rel).is_dir()
-            )
+            ckpts.forget_checkpoints(s, int(training_id), sae, lambda rel: rel in complete)
 
     def delete_metrics_after(self, training_id: int, step: int) -> None:
         with self.session() as s:
@@ -153,7 +154,9 @@ class SqlJobStore(_Base):
             row = s.get(Training, int(training_id))
             if row is None:
                 return None
-            return TrainConfig.model_validate(row.config), self.data_dir / row.out_dir
+            run_dir = self.data_dir / row.out_dir
+            # the folder is stored once, as out_dir; the config carries none of its own
+            return TrainConfig.model_validate({**row.config, "out": str(run_dir)}), run_dir
 
     def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
         with self.session() as s:
@@ -185,6 +188,15 @@ class SqlJobStore(_Base):
         with self.session() as s:
             runs = trainings.requeue_stale(s, stale_after_s)
             extractions = datasets.requeue_stale_extractions(s, stale_after_s)
+        found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
+        return found + [("extraction", d.id) for d in extractions]
+
+    def requeue_worker(self, hostname: str) -> list[tuple[JobKind, int]]:
+        """Move every ``running`` job of the (known dead) worker ``hostname`` back to
+        ``queued`` now; return them (the caller enqueues them)."""
+        with self.session() as s:
+            runs = lifecycle.requeue_worker(s, Training, hostname)
+            extractions = lifecycle.requeue_worker(s, ActivationDataset, hostname)
         found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
         return found + [("extraction", d.id) for d in extractions]
 

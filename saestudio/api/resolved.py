@@ -75,7 +75,9 @@ def sources(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Resol
             scaled = path == "lr" and uses_k  # lr ∝ 1/√(d_sae / 2^14) for TopK
             counted = path == "steps" and config.get("training_tokens") is not None
             source: Source = "derived" if path in DERIVED or scaled or counted else "default"
-        elif given is None or (field is not None and given == field.default):
+        elif given is None or (
+            field is not None and given == field.get_default(call_default_factory=True)
+        ):
             source = "default"
         else:
             source = "set"

@@ -130,6 +130,8 @@ def test_detail_shows_the_resolved_hyperparameters_and_their_source(
     assert got["dead_after_tokens"]["source"] == "derived"
     assert got["dead_after_tokens"]["value"] > 0
     assert got["normalize_activations"]["source"] == "default"
+    assert got["sweep"] == {"value": {}, "source": "default"}  # a default factory's {}
+    assert got["hook"] == {"value": ["resid_post.3"], "source": "set"}
     assert got["normalize_activations"]["value"] is not None
     # the list stays light: no checkpoint reads for 500 cards
     assert "resolved" not in client.get(f"{API}/trainings").json()["items"][0]

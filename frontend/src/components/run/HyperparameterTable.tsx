@@ -1,4 +1,5 @@
 import type { ResolvedValue, TrainingDetail } from "../../api/client";
+import { formatMetric } from "../../lib/format";
 import { Panel } from "../ui";
 
 const SOURCE_STYLE: Record<ResolvedValue["source"], string> = {
@@ -9,6 +10,7 @@ const SOURCE_STYLE: Record<ResolvedValue["source"], string> = {
 
 function show(v: unknown): string {
   if (v === null || v === undefined) return "—";
+  if (typeof v === "number" && !Number.isInteger(v)) return formatMetric(v); // the title has it whole
   if (Array.isArray(v)) return v.join(", ");
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
@@ -43,7 +45,7 @@ export function HyperparameterTable({ run, sae }: { run: TrainingDetail; sae: st
           <div key={k} className="flex min-w-0 items-baseline justify-between gap-3 border-b border-slate-800/60 py-1" data-testid="hyperparameter">
             <dt className="shrink-0 text-slate-400">{k}</dt>
             <dd className="flex min-w-0 items-baseline gap-2">
-              <span className="min-w-0 truncate text-right font-mono text-slate-200" title={show(value)}>
+              <span className="min-w-0 truncate text-right font-mono text-slate-200" title={typeof value === "object" ? show(value) : String(value)}>
                 {show(value)}
               </span>
               <span className={`shrink-0 text-[10px] uppercase tracking-wide ${SOURCE_STYLE[source]}`}>{source}</span>

@@ -87,9 +87,10 @@ class TrainingPublic(_Row):
 class TrainingDetail(TrainingPublic):
     resolved: dict[str, dict[str, ResolvedValue]] | None = Field(
         None,
-        description="Per SAE: every hyperparameter's value as the run used it (from the "
-        "latest checkpoint's state.json) and its source: set, default or derived. Null "
-        "before the first checkpoint.",
+        description="Per SAE: every hyperparameter's value as the run uses it (from the "
+        "latest checkpoint's state.json; before the first one, resolved from the config and "
+        "the data's widths) and its source: set, default or derived. Null while neither is "
+        "known (a run on the fly from a model, before its first checkpoint).",
     )
 
 

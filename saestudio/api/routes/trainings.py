@@ -17,7 +17,7 @@ from saestudio.activations.store import DataError
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, IdQuery, SessionDep, SettingsDep
 from saestudio.api.paths import PATH_REFUSED, data_path, model_source, slug, text_source
 from saestudio.api.planning import ConfigProblem, TrainingPlan, plan
-from saestudio.api.resolved import ResolvedValue, read_resolved
+from saestudio.api.resolved import ResolvedValue, planned, read_resolved
 from saestudio.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -150,11 +150,13 @@ def list_trainings(
 
 @router.get("/{training_id}", response_model=TrainingDetail)
 def get_training(training_id: IdPath, session: SessionDep, settings: SettingsDep) -> TrainingDetail:
-    """The run, with the hyperparameters its SAEs really use (``resolved``, read from
-    each SAE's latest checkpoint)."""
+    """The run, with the hyperparameters its SAEs really use (``resolved``: read from
+    each SAE's latest checkpoint; before it has one, planned from the config and data)."""
     row = repo.get_training(session, training_id)
     detail = TrainingDetail.model_validate(row)
-    detail.resolved = _resolved(settings, repo.list_checkpoints(session, training_id))
+    found = planned(row.config) or {}
+    found.update(_resolved(settings, repo.list_checkpoints(session, training_id)) or {})
+    detail.resolved = found or None
     return detail
 
 

@@ -154,7 +154,8 @@ def get_training(training_id: IdPath, session: SessionDep, settings: SettingsDep
     each SAE's latest checkpoint; before it has one, planned from the config and data)."""
     row = repo.get_training(session, training_id)
     detail = TrainingDetail.model_validate(row)
-    found = planned(row.config) or {}
+    # the stored config has no ``out``: the service keeps the run's folder in out_dir
+    found = planned({**row.config, "out": row.out_dir}) or {}
     found.update(_resolved(settings, repo.list_checkpoints(session, training_id)) or {})
     detail.resolved = found or None
     return detail

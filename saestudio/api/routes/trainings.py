@@ -101,9 +101,11 @@ def create_training(
 ) -> Training:
     """Queue a run and send its task (a worker picks it up when one runs). The config is
     checked against its data first (as ``/trainings/validate`` does): 422 naming the
-    field when it cannot train."""
+    field when it cannot train; 404 for an unknown ``dataset_id``."""
     config = confined_config(body.config, settings)
     checked_plan(config)
+    if body.dataset_id is not None:
+        repo.get_dataset(session, body.dataset_id)  # 404, not a foreign-key error
     name = body.name or f"{body.config.sae.architecture}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     row = new_run(session, config, name, dataset_id=body.dataset_id)
     _send(session, celery, row)

@@ -79,24 +79,27 @@ class Reader(Protocol):
 
 
 class Subscription:
-    """One socket's queue of ``(message, json text)`` pairs; filled from other threads."""
+    """One socket's queue of ``(message, json text)`` pairs, on the socket's loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[tuple[dict[str, Any], str]] = asyncio.Queue()
         self._behind = False
 
-    def push(self, item: tuple[dict[str, Any], str]) -> None:
-        with contextlib.suppress(RuntimeError):  # the socket's loop is gone: nobody to tell
-            self.loop.call_soon_threadsafe(self._put, item)
-
-    def _put(self, item: tuple[dict[str, Any], str]) -> None:
+    def put(self, item: tuple[dict[str, Any], str]) -> None:
+        """On the socket's loop only (:func:`_deliver`)."""
         if self._behind:
             return
         if self.queue.qsize() >= MAX_PENDING:
             self._behind = True
             item = (RESYNC, "")
         self.queue.put_nowait(item)
+
+
+def _deliver(subs: list[Subscription], items: list[tuple[dict[str, Any], str]]) -> None:
+    for sub in subs:
+        for item in items:
+            sub.put(item)
 
 
 class Feed:
@@ -121,10 +124,16 @@ class Feed:
         self._wake.set()
 
     def fan_out(self, messages: list[dict[str, Any]]) -> None:
-        for message in messages:
-            item = (message, json.dumps(message) if message is not RESYNC else "")
-            for sub in list(self.subscribers):
-                sub.push(item)
+        """Serialise each message once; one callback per event loop, not per socket."""
+        if not messages:
+            return
+        items = [(m, json.dumps(m) if m is not RESYNC else "") for m in messages]
+        by_loop: dict[asyncio.AbstractEventLoop, list[Subscription]] = {}
+        for sub in list(self.subscribers):
+            by_loop.setdefault(sub.loop, []).append(sub)
+        for loop, subs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is gone: nobody to tell
+                loop.call_soon_threadsafe(_deliver, subs, items)
 
     def handle(self, event: dict[str, Any]) -> None:
         """A published event for this topic (on the Redis thread)."""

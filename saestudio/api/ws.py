@@ -221,22 +221,18 @@ async def _relay(
 ) -> None:
     """Send the feed's messages (those ``keep`` lets through) until the client goes away,
     the run is gone (error, then 1008) or the socket must reload (1013)."""
-    gone = asyncio.Event()
 
     async def receive() -> None:
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass
-        gone.set()
+        sub.queue.put_nowait((_GONE, ""))
 
     receiver = asyncio.create_task(receive())
     try:
-        while not gone.is_set():
-            getter = asyncio.ensure_future(sub.queue.get())
-            await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()
+        while True:
+            message, text = await sub.queue.get()
+            if message is _GONE:
                 return
-            message, text = getter.result()
             if message is RESYNC:
                 await websocket.close(code=1013)
                 return
@@ -250,6 +246,10 @@ async def _relay(
                 return
     finally:
         receiver.cancel()
+
+
+_GONE: dict[str, Any] = {"type": "_gone"}
+"""The client closed the socket."""
 
 
 def _hub(websocket: WebSocket) -> LiveHub:

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,6 +113,12 @@ def _xacts(db: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _api_count(count_file: Path) -> int:
     return int(count_file.read_text().split()[1])
 
@@ -138,6 +145,7 @@ async def phase(
     count_file: Path,
     db: str,
     compression: str | None,
+    pids: dict[str, int],
 ) -> dict[str, Any]:
     """``n`` clients watching run ``tid``: latencies and query rates over ``window``."""
     from websockets.asyncio.client import connect
@@ -180,11 +188,16 @@ async def phase(
     connected_s = time.monotonic() - t_connect
     await asyncio.sleep(2.0)  # the backlog reads of the last connects are done
 
+    cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
     q0, x0, t0 = _api_count(count_file), _xacts(db), time.monotonic()
     measuring = True
     await asyncio.sleep(window)
     measuring = False
     q1, x1, t1 = _api_count(count_file), _xacts(db), time.monotonic()
+    cpu = {
+        f"{name}_cpu_pct": round(100 * (_cpu_s(pid) - cpu0[name]) / (t1 - t0))
+        for name, pid in pids.items()
+    }
     await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in sockets)), 30)
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
@@ -204,6 +217,7 @@ async def phase(
         "publish_to_client_max_ms": pct(delays, 100),
         "logged_to_client_p50_ms": pct(logged, 50),
         "logged_to_client_p99_ms": pct(logged, 99),
+        **cpu,
         "errors": errors[:5],
     }
 
@@ -282,6 +296,7 @@ def main() -> int:
                     count_file,
                     db,
                     None if args.no_deflate else "deflate",
+                    {"api": procs["api"].pid, "clients": os.getpid()},
                 )
             )
             found["run_step"] = int(run()["step"])
@@ -299,10 +314,18 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        if args.broker == "redis":  # the queue's bindings that kombu leaves behind
+            import redis
+
+            queue = env["SAESTUDIO_QUEUE"]
+            redis.Redis.from_url(REDIS_URL).delete(
+                f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"
+            )
         try:
             _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         except Exception as e:  # report, but keep the figures
             print(f"database {db} not dropped: {e}", file=sys.stderr)
+        shutil.rmtree(data, ignore_errors=True)  # the logs stay, for a look
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     print(f"logs: {tmp}", file=sys.stderr)

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,15 @@ def counting(url: str) -> Iterator[QueryCount]:
         q.close()
 
 
-def until(ws: WebSocketTestSession, want: Any) -> dict[str, Any]:
-    """The first message ``want`` accepts (a hang here times the test out)."""
+_RECEIVER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ws-receive")
+
+
+def until(ws: WebSocketTestSession, want: Any, timeout: float = 15.0) -> dict[str, Any]:
+    """The first message ``want`` accepts; fails after ``timeout`` seconds (the test's
+    sockets then close, which ends the pending receive)."""
+    end = time.monotonic() + timeout
     while True:
-        msg = ws.receive_json()
+        msg = _RECEIVER.submit(ws.receive_json).result(max(end - time.monotonic(), 0.01))
         if want(msg):
             return msg
 
@@ -152,3 +158,22 @@ def test_embedded_poll_is_shared(settings: Settings) -> None:
     one, ten = rates
     assert one > 0, "the embedded feed polls the database"
     assert ten <= one * 1.5 + 3, rates  # not 10x: one poll for all sockets
+
+
+def test_redis_api_writes_reach_the_sockets(redis_settings: Settings) -> None:
+    """With Redis nothing polls, so a write through the API (here: pause, then delete)
+    must announce itself: the run's socket and the job list both see it."""
+    settings = redis_settings
+    with session_scope(settings.db_url) as s:
+        tid = new_run(s)
+    with TestClient(create_app(settings)) as client, ExitStack() as stack:
+        [run] = open_sockets(client, stack, tid, 1)
+        jobs = stack.enter_context(client.websocket_connect(f"{API}/ws/events"))
+        assert until(jobs, lambda m: m.get("id") == tid)["status"] == "queued"
+        client.post(f"{API}/trainings/{tid}/control", json={"action": "pause"})
+        assert until(run, lambda m: m["type"] == "status")["status"] == "paused"
+        assert until(jobs, lambda m: m.get("id") == tid)["status"] == "paused"
+        client.delete(f"{API}/trainings/{tid}")
+        assert until(run, lambda m: m["type"] == "error")
+        want = {"type": "deleted", "kind": "training", "id": tid}
+        assert until(jobs, lambda m: m["type"] == "deleted") == want

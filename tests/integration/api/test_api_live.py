@@ -23,8 +23,9 @@ from store_helpers import config, new_run, train_line
 
 from saestudio.api.app import create_app
 from saestudio.jobs.adapter import StoreCallback
+from saestudio.jobs.contracts import JobTiming
 from saestudio.jobs.events import RedisEventSink, training_channel
-from saestudio.jobs.runner import JobTiming, _Reporter
+from saestudio.jobs.runner import _Reporter
 from saestudio.settings import Settings
 from saestudio.store.db import get_engine, session_scope
 from saestudio.store.jobstore import SqlJobStore, SqlRunStore

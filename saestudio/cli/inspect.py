@@ -70,19 +70,35 @@ def _labels(path: str | None) -> dict[int, str] | None:
         raise ValueError(f"--labels: {path} is not a JSON object of latent → label ({e})") from e
 
 
+def _is_causal(ref: str) -> bool:
+    """Whether the model has an LM head to take the unembedding from (the rule of
+    :func:`~saestudio.activations.models.load_model`), read from its config alone."""
+    from transformers import AutoConfig
+
+    from saestudio.activations.models import ENCODER_TYPES, model_ref
+
+    config = AutoConfig.from_pretrained(model_ref(ref))
+    if config.architectures:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures)
+    return config.model_type not in ENCODER_TYPES
+
+
 def _model_parts(model: str) -> tuple[Any, Any]:
-    """The dataset's tokenizer (required: it decodes the examples) and its unembedding
-    (None for encoders, or when the model's weights cannot be loaded)."""
+    """The dataset's tokenizer (required: it decodes the examples) and, for causal LMs,
+    the unembedding (None for encoders, or when the weights cannot be loaded)."""
     from saestudio.activations.models import load_model
     from saestudio.activations.text_data import load_tokenizer
     from saestudio.features import unembedding
 
     try:
         tokenizer = load_tokenizer(model)
+        causal = _is_causal(model)
     except (OSError, ValueError) as e:
         raise FileNotFoundError(
             f"--activations: cannot load the tokenizer of the dataset's model {model!r}: {e}"
         ) from e
+    if not causal:
+        return tokenizer, None
     try:
         return tokenizer, unembedding(load_model(model, "float32", "cpu"))
     except (OSError, ValueError) as e:

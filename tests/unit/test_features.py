@@ -323,3 +323,17 @@ def test_a_training_run_and_its_checkpoint_inspect_like_its_export(acts, tmp_pat
         r["top"][0]["row"] for r in ckpt_lines if r["top"]
     ]
     assert load_summary(tmp_path / "from_ckpt").hook == "resid_post.1"
+
+
+def test_the_library_imports_no_service_layer():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, saestudio.features, saestudio.training.export\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy', 'celery')"
+        " or m.startswith(('saestudio.api', 'saestudio.store', 'saestudio.jobs'))]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

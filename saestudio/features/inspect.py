@@ -32,7 +32,9 @@ from saestudio.sae.sparse_ops import topk_rows
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=\-]{0,199}")
-RESERVOIR_PER_EXAMPLE = 4  # reservoir slots per shown quantile example
+RESERVOIR_PER_EXAMPLE = 2
+"""Reservoir slots per shown quantile example: bands are the sample's own quantiles, so
+each band holds 2·per_band sampled firings to pick per_band from."""
 
 
 class InspectionStopped(RuntimeError):

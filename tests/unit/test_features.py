@@ -199,7 +199,7 @@ def test_quantile_bands_hold_their_activations(acts, tmp_path):
             busy += 1
             assert all(len(b["examples"]) == 3 for b in r["quantiles"])
             weakest = float(col[col > 0].min())
-            if r["count"] <= 4 * 4 * 3:  # the reservoir holds every firing: bands start at the min
+            if r["count"] <= 2 * 4 * 3:  # the reservoir holds every firing: bands start at the min
                 assert r["quantiles"][0]["low"] == pytest.approx(weakest, rel=1e-4, abs=1e-5)
             assert r["quantiles"][0]["low"] >= weakest * (1 - 1e-5)
             assert r["quantiles"][-1]["high"] <= r["max_activation"] * (1 + 1e-5)

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from saestudio.features.inspect import _Target
 
 
+LATENTS_PER_BLOCK = 256  # latents whose example text is built together
+
+
 class Decoder:
     """Token id → text with a cache (``tokenizer.decode([id])``); None without a tokenizer."""
 
@@ -164,9 +167,25 @@ def write_inspection(
         sae, data, table, t.kth, t.loaded.normalize, ex_lat, ex_row, ex_act, window, device
     )
     js = _Json(decode)
-    frags = _examples(ctx, ex_row, ex_act, window, js)
     top_start = np.r_[0, np.cumsum(ok.sum(1))].tolist()
     n_top = top_start[-1]
+    q_start = (n_top + np.searchsorted(q_lat, np.arange(d_sae + 1))).tolist()
+
+    def fragments(a: int, b: int) -> dict[int, str]:
+        """JSON text of the examples of latents ``[a, b)``, by example index (made a block
+        at a time: the text of every example at once would be gigabytes at d_sae 12288)."""
+        out: dict[int, str] = {}
+        for lo, hi in ((top_start[a], top_start[b]), (q_start[a], q_start[b])):
+            part = Contexts(ctx.ids[lo:hi], ctx.acts[lo:hi])
+            out.update(
+                zip(
+                    range(lo, hi),
+                    _examples(part, ex_row[lo:hi], ex_act[lo:hi], window, js),
+                    strict=True,
+                )
+            )
+        return out
+
     # quantile examples of latent l, band b: highest first
     q_groups: dict[tuple[int, int], list[int]] = {}
     for e, (lat, b) in enumerate(zip(q_lat.tolist(), q_band.tolist(), strict=True)):
@@ -187,6 +206,8 @@ def write_inspection(
     tmp = t.out / (LATENTS + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for lat in range(d_sae):
+            if lat % LATENTS_PER_BLOCK == 0:
+                frags = fragments(lat, min(d_sae, lat + LATENTS_PER_BLOCK))
             head = {
                 "latent": lat,
                 "count": int(count[lat]),
@@ -195,7 +216,7 @@ def write_inspection(
                 "max_activation": max_s[lat],
                 "histogram": _trimmed_histogram(hist[lat], edges),
             }
-            top = ",".join(frags[top_start[lat] : top_start[lat + 1]])
+            top = ",".join(frags[e] for e in range(top_start[lat], top_start[lat + 1]))
             quant = []
             if count[lat]:
                 for b in range(bands):

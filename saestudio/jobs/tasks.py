@@ -1,4 +1,4 @@
-"""Celery tasks (training, extraction, ping) and the watchdog that re-queues dead jobs.
+"""Celery tasks (training, extraction, feature inspection, ping) and the watchdog that re-queues dead jobs.
 
 A task carries only an id; it loads the job from the store (:class:`JobStore`), claims it
 and calls the runner. The claim is what makes delivery effectively exactly-once: a
@@ -36,16 +36,22 @@ from saestudio.settings import get_settings
 
 if TYPE_CHECKING:
     from saestudio.activations.extract import ExtractConfig
+    from saestudio.jobs.inspect_job import InspectionJob, InspectionStore
     from saestudio.jobs.runner import ExtractionStore, JobTiming, RunStore
     from saestudio.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["training", "extraction"]
+JobKind = Literal["training", "extraction", "inspection"]
 TRAIN_TASK = "saestudio.train"
 EXTRACT_TASK = "saestudio.extract"
+INSPECT_TASK = "saestudio.inspect"
 PING_TASK = "saestudio.ping"
-TASK_FOR: dict[str, str] = {"training": TRAIN_TASK, "extraction": EXTRACT_TASK}
+TASK_FOR: dict[str, str] = {
+    "training": TRAIN_TASK,
+    "extraction": EXTRACT_TASK,
+    "inspection": INSPECT_TASK,
+}
 
 DATASET_WAIT_S = 1.0
 """Pause before re-queueing a training whose activation dataset is not extracted yet."""
@@ -64,6 +70,9 @@ class JobStore(Protocol):
     @property
     def datasets(self) -> ExtractionStore: ...
 
+    @property
+    def inspections(self) -> InspectionStore: ...
+
     def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
         """The run's config and folder, or None when the training no longer exists."""
         ...
@@ -76,6 +85,16 @@ class JobStore(Protocol):
 
     def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
         """The extraction's config (``out`` inside the data dir), or None."""
+        ...
+
+    def inspection_job(self, inspection_id: int) -> InspectionJob | None:
+        """What an inspection reads and writes (absolute paths), or None."""
+        ...
+
+    def queue_inspection(self, training_id: int, rows: int) -> int | None:
+        """Queue an inspection of a completed run over the last ``rows`` rows of its
+        activation dataset; its id, or None when the run has none to read (on-the-fly
+        runs, plain files without token ids) or ``rows`` is 0."""
         ...
 
     def claim(self, kind: JobKind, job_id: int, hostname: str, stale_after_s: float) -> bool:
@@ -167,7 +186,20 @@ def train_task(self: Task, training_id: int) -> str:
     )
     if status == "interrupted":
         enqueue(self.app, "training", training_id)
+    if status == "completed":
+        _queue_inspection(self.app, store, training_id)
     return status
+
+
+def _queue_inspection(celery: Celery, store: JobStore, training_id: int) -> None:
+    """A completed run's SAEs are inspected next (``Settings.inspect_rows`` rows)."""
+    try:
+        inspection_id = store.queue_inspection(training_id, get_settings().inspect_rows)
+    except Exception:  # the run stays completed: the Features tab offers to inspect it
+        log.exception("training %s: inspection not queued", training_id)
+        return
+    if inspection_id is not None:
+        enqueue(celery, "inspection", inspection_id)
 
 
 @app.task(name=EXTRACT_TASK, bind=True)
@@ -188,6 +220,29 @@ def extract_task(self: Task, dataset_id: int) -> str:
     )
     if status == "interrupted":
         enqueue(self.app, "extraction", dataset_id)
+    return status
+
+
+@app.task(name=INSPECT_TASK, bind=True)
+def inspect_task(self: Task, inspection_id: int) -> str:
+    """Inspect every SAE of a run (one pass over its rows); returns the status."""
+    from saestudio.jobs.inspect_job import run_inspection
+    from saestudio.jobs.runner import JobTiming
+
+    if _deferred(self.app, "inspection", inspection_id):
+        return "deferred"
+    store, timing, host = get_store(), JobTiming(), _hostname(self)
+    job = store.inspection_job(inspection_id)
+    if job is None or not store.claim("inspection", inspection_id, host, timing.stale_after_s):
+        log.info("inspection %s: not claimable", inspection_id)
+        return "skipped"
+    events = _events(str(self.app.conf.broker_url))
+    status = run_inspection(
+        inspection_id, job, store.inspections, events, hostname=host, timing=timing,
+        interrupt=SHUTDOWN,
+    )  # fmt: skip
+    if status == "interrupted":
+        enqueue(self.app, "inspection", inspection_id)
     return status
 
 

@@ -57,8 +57,11 @@ def record(latent: int, *, dead: bool = False) -> dict[str, Any]:
     tok = f"tok{latent % 7}"
     top = [
         {
-            "row": 10 * latent + j, "activation": float(latent + 1 - 0.1 * j), "token": tok,
-            "context": ["the", tok, "of"], "context_activations": [0.0, float(latent + 1), 0.2],
+            "row": 10 * latent + j,
+            "activation": float(latent + 1 - 0.1 * j),
+            "token": tok,
+            "context": ["the", tok, "of"],
+            "context_activations": [0.0, float(latent + 1), 0.2],
             "position": 1,
         }  # fmt: skip
         for j in range(3)

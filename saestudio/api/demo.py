@@ -8,13 +8,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from saestudio.demo import DEMO_HOOK, DEMO_NAME, DEMO_PATH, DEMO_SAE, demo_extract_config
 from saestudio.settings import Settings
 from saestudio.store import repo
 from saestudio.store.models import ActivationDataset
-
-DEMO_NAME = "demo"
-DEMO_PATH = "activations/demo"
-DEMO_HOOK = "resid_post.3"
 
 
 def demo_training_config() -> dict[str, Any]:
@@ -22,7 +19,7 @@ def demo_training_config() -> dict[str, Any]:
     return {
         "activations": DEMO_PATH,
         "hook": [DEMO_HOOK],
-        "sae": {"architecture": "topk", "expansion_factor": 4, "k": 32},
+        "sae": dict(DEMO_SAE),
         "steps": 600,
         "batch_size": 512,
         "log_every": 10,
@@ -34,8 +31,6 @@ def demo_training_config() -> dict[str, Any]:
 def ensure_demo_dataset(session: Session, settings: Settings) -> tuple[ActivationDataset, bool]:
     """The demo dataset row, registered on first call; True when the caller must enqueue
     its extraction (new, or an earlier attempt failed or was stopped)."""
-    from saestudio.demo import demo_extract_config
-
     row = repo.get_dataset_by_name(session, DEMO_NAME)
     if row is None:
         cfg = demo_extract_config(settings.data_dir / DEMO_PATH)

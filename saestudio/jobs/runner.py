@@ -29,11 +29,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from saestudio.activations.extract import ExtractConfig, extract
 from saestudio.activations.manifest import Manifest
-from saestudio.export import export_checkpoint
 from saestudio.jobs.adapter import ControlPoller, Heartbeat, JobLost, StoreCallback, one_line
 from saestudio.jobs.events import GLOBAL_CHANNEL, EventSink, dataset_channel, training_channel
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.config import TrainConfig
+from saestudio.training.export import export_checkpoint
 from saestudio.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)

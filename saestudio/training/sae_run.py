@@ -16,13 +16,13 @@ import torch
 from saestudio.sae.base import LossOutput, LossSettings, SparseAutoencoder
 from saestudio.sae.batchtopk import BatchTopKSAE
 from saestudio.sae.registry import build_sae
-from saestudio.sae.saelens_format import save_saelens
 from saestudio.sae.sparse_ops import fire_counts
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.callbacks import MetricsFile
 from saestudio.training.config import Resolved, TrainConfig, resolve
 from saestudio.training.distributed import SINGLE, Dist
-from saestudio.training.metrics import density_histogram, log_sparsity, reconstruction_metrics
+from saestudio.training.export import export_sae
+from saestudio.training.metrics import density_histogram, reconstruction_metrics
 from saestudio.training.schedules import lr_at, sparsity_at
 
 
@@ -314,35 +314,3 @@ class SAERun:
             fire_counts=self.fire_total + self.fire_window,
             step=step,
         )
-
-
-def export_sae(
-    sae: SparseAutoencoder,
-    path: Path,
-    *,
-    cfg: TrainConfig,
-    normalize: str,
-    scale_in: float,
-    scale_out: float,
-    fire_counts: torch.Tensor,
-    step: int,
-) -> Path:
-    """SAELens export of a trained SAE (used by the trainer and by ``saestudio export``)."""
-    cpu = build_sae(sae.cfg)
-    cpu.load_state_dict({k: v.detach().cpu() for k, v in sae.state_dict().items()})
-    cpu.eval()
-    if normalize in ("expected_average_only_in", "unit_mean_squared_norm"):
-        cpu.fold_input_scaling(scale_in, scale_out)
-    tokens = step * cfg.batch_size
-    return save_saelens(
-        cpu,
-        path,
-        model_name=cfg.model,
-        hook_name=cfg.hook[0] if cfg.hook else None,
-        hook_name_out=cfg.target_hook,
-        normalize_activations="constant_norm_rescale"
-        if normalize == "constant_norm_rescale"
-        else "none",
-        sparsity=log_sparsity(fire_counts, tokens) if tokens else None,
-        extra_metadata={"training_steps": step, "training_tokens": tokens},
-    )

@@ -21,14 +21,14 @@ from saestudio.training import checkpoint as ckpt
 from saestudio.training.callbacks import TrainerCallback
 from saestudio.training.config import TrainConfig
 from saestudio.training.distributed import pick_device, setup
-from saestudio.training.sae_run import SAERun, StepResult, TrainingDiverged, export_sae
+from saestudio.training.sae_run import SAERun, StepResult, TrainingDiverged
 from saestudio.training.sources import TrainingSource, open_source, stream_names
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
 
-__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "export_sae", "pick_device", "train"]
+__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "pick_device", "train"]
 
 
 class TrainResult(NamedTuple):

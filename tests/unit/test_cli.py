@@ -26,10 +26,10 @@ from saestudio.activations.buffer import ShuffledStream
 from saestudio.activations.store import ArrayDataset
 from saestudio.activations.synthetic import make_ground_truth
 from saestudio.cli import main
-from saestudio.export import load_any
 from saestudio.sae.config import SAEConfig
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.config import TrainConfig
+from saestudio.training.export import load_any
 
 ROWS, D = 2000, 16
 TOPK = ["--architecture", "topk", "--d-sae", "32", "--k", "4", "--batch-size", "64", "--quiet"]

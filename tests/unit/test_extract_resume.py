@@ -129,7 +129,7 @@ def test_complete_dataset_is_left_alone_and_short_text_ends_early(
 
 
 def run_cli(*argv: str) -> tuple[int, str]:
-    from saestudio.commands_extract import register
+    from saestudio.cli.extract import register
 
     parser = argparse.ArgumentParser(prog="saestudio")
     register(parser.add_subparsers(dest="command", required=True))

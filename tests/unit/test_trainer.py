@@ -68,7 +68,7 @@ def test_decoder_norms_per_architecture(
         lr=3e-3,
     )
     result = train(cfg)
-    from saestudio.export import sae_from_checkpoint
+    from saestudio.training.export import sae_from_checkpoint
 
     sae, _ = sae_from_checkpoint(result.checkpoint)
     norms = sae.W_dec.detach().norm(dim=1)

@@ -112,7 +112,7 @@ def export(
     training_id: IdPath, checkpoint_id: IdPath, session: SessionDep, settings: SettingsDep
 ) -> ExportPublic:
     """Write the checkpoint as a SAELens folder at ``<run>/exports/step_<N>``."""
-    from saestudio.export import export_checkpoint  # torch: only when exporting
+    from saestudio.training.export import export_checkpoint  # torch: only when exporting
 
     ckpt = repo.get_checkpoint(session, checkpoint_id, training_id)
     run = repo.get_training(session, training_id)

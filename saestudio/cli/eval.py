@@ -63,8 +63,8 @@ def load_sae_for_eval(path: str | Path) -> tuple[SparseAutoencoder, dict[str, An
     A checkpoint holds the SAE in normalised space; it is exported (scales folded in)
     to a temporary SAELens folder first, exactly as ``saestudio export`` would.
     """
-    from saestudio.export import export_checkpoint
     from saestudio.sae.saelens_load import load_saelens, read_saelens_cfg
+    from saestudio.training.export import export_checkpoint
 
     folder = Path(path)
     if (folder / "cfg.json").is_file():

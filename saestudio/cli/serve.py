@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def ensure_demo_dataset(settings: Settings) -> None:
     """Register (and queue the extraction of) the packaged demo dataset, once."""
-    from saestudio.api.demo import DEMO_HOOK, DEMO_NAME, DEMO_PATH
     from saestudio.api.demo import ensure_demo_dataset as ensure
+    from saestudio.demo import DEMO_HOOK, DEMO_NAME, DEMO_PATH
     from saestudio.jobs.celery_app import make_celery
     from saestudio.jobs.tasks import enqueue
     from saestudio.store.db import session_scope

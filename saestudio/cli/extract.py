@@ -1,7 +1,7 @@
 """``saestudio extract``: write an activation dataset from a model and a text source.
 
-The flags are generated from :class:`~saestudio.activations.extract.ExtractConfig`, so
-the command line and the library cannot drift apart. Errors are raised as
+The flags are generated from :class:`~saestudio.activations.extract.ExtractConfig`
+(:mod:`saestudio.cli.flags`), so the command line and the library cannot drift apart. Errors are raised as
 ``ValueError``/``DataError``/``FileNotFoundError``/``HookError`` (or pydantic's
 ``ValidationError``) with one-line messages; ``saestudio.cli.main`` prints them.
 """
@@ -9,10 +9,9 @@ the command line and the library cannot drift apart. Errors are raised as
 from __future__ import annotations
 
 import argparse
-import typing
-from typing import Any, Literal
+from typing import Any
 
-from pydantic.fields import FieldInfo
+from saestudio.cli.flags import add_config_flags, given_fields
 
 EXAMPLE = (
     "example: saestudio extract --model PATH_OR_NAME --dataset demo:pydoc "
@@ -34,42 +33,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "Interrupted? Run the same command again: it continues after the last stored shard.",
         epilog=EXAMPLE,
     )
-    group = p.add_argument_group("extraction (ExtractConfig)")
-    for name, info in ExtractConfig.model_fields.items():
-        _add_flag(group, name, info)
+    add_config_flags(p.add_argument_group("extraction (ExtractConfig)"), ExtractConfig)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
     return p
-
-
-def _add_flag(group: argparse._ArgumentGroup, name: str, info: FieldInfo) -> None:
-    """One ``--flag`` per config field; unset flags stay absent so the config's defaults
-    (and its validation messages) apply."""
-    flag = "--" + name.replace("_", "-")
-    kwargs: dict[str, Any] = {"dest": name, "help": (info.description or "").replace("%", "%%")}
-    if info.is_required():
-        kwargs["required"] = True
-    else:
-        kwargs["default"] = argparse.SUPPRESS
-        if info.default is not None:
-            kwargs["help"] += f" [default: {info.default}]"
-    annotation = info.annotation
-    if annotation is bool:
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-    elif typing.get_origin(annotation) is Literal:
-        group.add_argument(flag, choices=typing.get_args(annotation), **kwargs)
-    elif annotation is int:
-        group.add_argument(flag, type=int, metavar="INT", **kwargs)
-    else:
-        group.add_argument(flag, metavar=name.split("_")[-1].upper(), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The validated ``ExtractConfig`` of parsed flags (missing required ones are named)."""
     from saestudio.activations.extract import ExtractConfig
 
-    given = {k: v for k, v in vars(args).items() if k in ExtractConfig.model_fields}
-    return ExtractConfig.model_validate(given)
+    return ExtractConfig.model_validate(given_fields(args, ExtractConfig))
 
 
 def cmd_extract(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""Export checkpoints in the SAELens format and describe SAE / checkpoint / run folders."""
+"""SAELens export of trained SAEs and checkpoints, and a description of SAE / checkpoint
+/ run folders: what the trainer writes at the end of a run, what ``saestudio export`` and
+``info``, the studio's checkpoint download and the job runner call."""
 
 from __future__ import annotations
 
@@ -6,13 +8,48 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.registry import build_sae
+from saestudio.sae.saelens_format import save_saelens
 from saestudio.sae.saelens_load import load_saelens, read_saelens_cfg
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.config import TrainConfig
-from saestudio.training.trainer import export_sae
+from saestudio.training.metrics import log_sparsity
+
+
+def export_sae(
+    sae: SparseAutoencoder,
+    path: Path,
+    *,
+    cfg: TrainConfig,
+    normalize: str,
+    scale_in: float,
+    scale_out: float,
+    fire_counts: torch.Tensor,
+    step: int,
+) -> Path:
+    """SAELens export of a trained SAE (the trainer's end of run, and :func:`export_checkpoint`)."""
+    cpu = build_sae(sae.cfg)
+    cpu.load_state_dict({k: v.detach().cpu() for k, v in sae.state_dict().items()})
+    cpu.eval()
+    if normalize in ("expected_average_only_in", "unit_mean_squared_norm"):
+        cpu.fold_input_scaling(scale_in, scale_out)
+    tokens = step * cfg.batch_size
+    return save_saelens(
+        cpu,
+        path,
+        model_name=cfg.model,
+        hook_name=cfg.hook[0] if cfg.hook else None,
+        hook_name_out=cfg.target_hook,
+        normalize_activations="constant_norm_rescale"
+        if normalize == "constant_norm_rescale"
+        else "none",
+        sparsity=log_sparsity(fire_counts, tokens) if tokens else None,
+        extra_metadata={"training_steps": step, "training_tokens": tokens},
+    )
 
 
 def sae_from_checkpoint(path: str | Path) -> tuple[SparseAutoencoder, ckpt.Checkpoint]:
@@ -103,4 +140,4 @@ def describe(path: str | Path) -> dict[str, Any]:
     return info
 
 
-__all__ = ["describe", "export_checkpoint", "load_any", "sae_from_checkpoint"]
+__all__ = ["describe", "export_checkpoint", "export_sae", "load_any", "sae_from_checkpoint"]

@@ -87,8 +87,8 @@ class Example(BaseModel):
 
     row: int = Field(description="Row index in the activation dataset.")
     activation: float
-    token: str
-    context: list[str] = Field(description="Decoded tokens around the row.")
+    token: str | None = Field(description="The row's decoded token.")
+    context: list[str | None] = Field(description="Decoded tokens around the row.")
     context_activations: list[float] = Field(description="The latent on each context token.")
     position: int = Field(description="Index of the row's own token inside context.")
 
@@ -96,7 +96,7 @@ class Example(BaseModel):
 class Histogram(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    edges: list[float] = Field(description="Bin edges of log10(activation).")
+    log10_edges: list[float] = Field(description="Bin edges of log10(activation).")
     counts: list[int]
 
 
@@ -105,6 +105,7 @@ class QuantileBand(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    band: int = Field(0, description="0 is the weakest band.")
     low: float | None = None
     high: float | None = None
     examples: list[Example]

@@ -124,6 +124,7 @@ def run_inspection(
     try:
         with heart:
             report("running", worker=hostname, error=None, **progress)
+            tokenizer, unembed = _decoding(job.activations)
             summaries = inspect_saes(
                 {k: str(v) for k, v in job.saes.items()},
                 str(job.activations),
@@ -132,6 +133,8 @@ def run_inspection(
                 rows=job.rows,
                 progress=on_progress,
                 should_stop=should_stop,
+                tokenizer=tokenizer,
+                unembed=unembed,
             )
             heart.check()
             if should_stop():
@@ -162,6 +165,25 @@ def run_inspection(
         except Exception:
             log.exception("inspection %s: could not record the failure", inspection_id)
         return "failed"
+
+
+def _decoding(activations: Path) -> tuple[Any, Any]:
+    """The dataset model's tokenizer (examples as text) and, for causal LMs, its
+    unembedding ``W_U`` (logit lens); None for encoders such as MiniLM."""
+    import torch
+
+    from saestudio.activations.manifest import open_activation_dataset
+    from saestudio.activations.models import load_model
+    from saestudio.activations.text_data import load_tokenizer
+    from saestudio.features import unembedding
+
+    manifest = open_activation_dataset(activations)
+    tokenizer = load_tokenizer(manifest.model)
+    model = load_model(manifest.model, manifest.model_dtype, device="cpu")
+    W_U = unembedding(model)
+    unembed = None if W_U is None else W_U.detach().to(torch.float32).clone()
+    del model
+    return tokenizer, unembed
 
 
 def _summary(returned: Any, folder: Path) -> dict[str, Any]:

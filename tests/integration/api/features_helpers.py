@@ -52,7 +52,7 @@ def record(latent: int, *, dead: bool = False) -> dict[str, Any]:
     if dead:
         return {
             "latent": latent, "density": 0.0, "mean_activation": 0.0, "max_activation": 0.0,
-            "histogram": {"edges": [], "counts": []}, "top": [], "quantiles": [],
+            "histogram": {"log10_edges": [], "counts": []}, "top": [], "quantiles": [],
         }  # fmt: skip
     tok = f"tok{latent % 7}"
     top = [
@@ -71,9 +71,9 @@ def record(latent: int, *, dead: bool = False) -> dict[str, Any]:
         "density": (latent + 1) / 200,
         "mean_activation": latent / 2 + 0.5,
         "max_activation": float(latent + 1),
-        "histogram": {"edges": [-1.0, 0.0, 1.0], "counts": [3, 4]},
+        "histogram": {"log10_edges": [-1.0, 0.0, 1.0], "counts": [3, 4]},
         "top": top,
-        "quantiles": [{"low": 0.0, "high": 1.0, "examples": top[:1]}],
+        "quantiles": [{"band": 0, "low": 0.0, "high": 1.0, "examples": top[:1]}],
     }
 
 

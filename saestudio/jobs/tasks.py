@@ -187,14 +187,15 @@ def train_task(self: Task, training_id: int) -> str:
     if status == "interrupted":
         enqueue(self.app, "training", training_id)
     if status == "completed":
-        _queue_inspection(self.app, store, training_id)
+        _queue_inspection(self.app, store, training_id, get_settings().inspect_rows)
     return status
 
 
-def _queue_inspection(celery: Celery, store: JobStore, training_id: int) -> None:
-    """A completed run's SAEs are inspected next (``Settings.inspect_rows`` rows)."""
+def _queue_inspection(celery: Celery, store: JobStore, training_id: int, rows: int) -> None:
+    """A completed run's SAEs are inspected next, over the last ``rows`` rows of its
+    dataset (``Settings.inspect_rows``)."""
     try:
-        inspection_id = store.queue_inspection(training_id, get_settings().inspect_rows)
+        inspection_id = store.queue_inspection(training_id, rows)
     except Exception:  # the run stays completed: the Features tab offers to inspect it
         log.exception("training %s: inspection not queued", training_id)
         return

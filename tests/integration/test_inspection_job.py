@@ -66,6 +66,23 @@ def test_completed_run_is_inspected_indexed_and_served(settings: Settings) -> No
         assert status_body["inspectable"] is True  # may be run again
 
 
+def test_a_completed_training_queues_its_inspection(settings: Settings) -> None:
+    from api_helpers import sent_tasks
+
+    from saestudio.jobs.celery_app import make_celery
+    from saestudio.jobs.tasks import INSPECT_TASK, _queue_inspection
+
+    run = inspected_run(settings, inspect=False)
+    store = SqlJobStore(settings.db_url, settings.data_dir)
+    _queue_inspection(make_celery(settings), store, run, 300)
+    with session_scope(settings.db_url) as s:
+        row = inspections.inspection_of(s, run)
+        assert row is not None and (row.status, row.row_start, row.row_end) == ("queued", 724, 1024)
+    assert sent_tasks(settings) == [(INSPECT_TASK, [row.id])]
+    _queue_inspection(make_celery(settings), store, run, 0)  # inspect_rows 0: off
+    assert len(sent_tasks(settings)) == 1
+
+
 def test_stop_cancels_and_a_dead_worker_is_requeued(settings: Settings) -> None:
     run = inspected_run(settings, inspect=False)
     store = SqlJobStore(settings.db_url, settings.data_dir)

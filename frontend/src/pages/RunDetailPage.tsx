@@ -1,10 +1,12 @@
 import { Download, Play, Trash2, Upload } from "lucide-react";
 import { useCallback, useEffect, useMemo, useState, type ReactNode } from "react";
-import { Link, useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
 import { download, runAction } from "../api/actions";
 import { api, call, type Checkpoint, type Metric, type Training } from "../api/client";
 import { type MetricRow, useTrainingStream } from "../api/live";
 import { DensityHistogram } from "../components/DensityHistogram";
+import { FeaturesTab } from "../components/features/FeaturesTab";
+import { RunTabs } from "../components/features/RunTabs";
 import { MetricChart } from "../components/MetricChart";
 import { Button, ConfirmDialog, ErrorBanner, IconButton, Panel, ProgressBar, Stat, StatusBadge } from "../components/ui";
 import { ACTION_LABEL, actionsFor, type RunAction } from "../lib/actions";
@@ -44,6 +46,8 @@ export function RunDetailPage() {
   const [confirm, setConfirm] = useState<{ title: string; body: ReactNode; label: string; go: () => void } | null>(null);
   const [sae, setSae] = useState<string | null>(null);
   const stream = useTrainingStream(Number.isFinite(id) ? id : null);
+  const [params, setParams] = useSearchParams();
+  const tab = params.get("tab") === "features" ? "features" : "training";
 
   const load = useCallback(async () => {
     try {
@@ -178,6 +182,11 @@ export function RunDetailPage() {
         </p>
       )}
 
+      <RunTabs tab={tab} onChange={(t) => setParams(t === "features" ? { tab: t } : {}, { replace: true })} />
+      {tab === "features" ? (
+        <FeaturesTab trainingId={id} />
+      ) : (
+      <>
       <Panel>
         <div className="space-y-2">
           <ProgressBar value={shownProgress} label="Training progress" />
@@ -275,6 +284,9 @@ export function RunDetailPage() {
           ))}
         </dl>
       </Panel>
+
+      </>
+      )}
 
       {confirm && (
         <ConfirmDialog

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+NO_NUL = r"^[^\x00]*$"
+"""Text fields refuse NUL characters (PostgreSQL cannot store them): 422, not 500."""
 MAX_PROMPT_CHARS = 20_000
 """Characters a prompt may have before it is even tokenized (the token limit is
 ``Settings.prompt_tokens``)."""
@@ -134,8 +136,8 @@ class LatentRecord(LatentSummary):
 
 
 class LabelIn(BaseModel):
-    label: str = Field(min_length=1, max_length=200)
-    note: str = Field("", max_length=10_000)
+    label: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    note: str = Field("", max_length=10_000, pattern=NO_NUL)
 
 
 class LabelPublic(_Row):
@@ -147,7 +149,7 @@ class LabelPublic(_Row):
 
 
 class PromptSearch(BaseModel):
-    text: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    text: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=NO_NUL)
     sae: str | None = Field(None, description="SAE label; default the run's first.")
     top: int = Field(8, ge=1, le=64, description="Latents listed per token.")
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SHOTS
 from playwright.sync_api import expect
 from test_studio_walk import shoot
 
@@ -22,6 +21,19 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def _get(base: str, path: str) -> Any:
     return httpx.get(f"{base}/api/v1{path}", timeout=10).json()
+
+
+def eventually(check: Any, timeout: float = 15.0) -> None:
+    """Retry ``check`` (an assertion) until it passes: the table refetches after a click."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.3)
 
 
 def _finished_demo(base: str) -> tuple[int, float]:
@@ -52,8 +64,16 @@ def test_the_features_tab_of_a_finished_demo_run(studio: str, browser: Any) -> N
     took = (
         datetime.fromisoformat(ins["finished_at"]) - datetime.fromisoformat(ins["created_at"])
     ).total_seconds()
-    print(f"features on screen {after:.1f} s after the training completed (inspection {took:.1f} s)")
+    print(
+        f"features on screen {after:.1f} s after the training completed (inspection {took:.1f} s)"
+    )
     assert after < 60, f"examples appeared {after:.0f} s after completion"
+    walk(page, studio)
+    assert errors == []
+
+
+def walk(page: Any, studio: str) -> None:
+    """Sort, search, filter, label and prompt on the open Features tab; screenshots."""
 
     rows = page.get_by_test_id("latent-row")
     expect(rows.first).to_be_visible()
@@ -65,25 +85,35 @@ def test_the_features_tab_of_a_finished_demo_run(studio: str, browser: Any) -> N
     # sort by max activation, descending: the first row has the largest max
     page.get_by_role("button", name="Max").click()
     expect(page.locator("th[aria-sort=descending]")).to_contain_text("Max")
-    maxes = [float(t) for t in rows.locator("td:nth-child(3)").all_inner_texts()[:5]]
-    assert maxes == sorted(maxes, reverse=True)
+
+    def sorted_by_max() -> None:
+        maxes = [float(t) for t in rows.locator("td:nth-child(3)").all_inner_texts()[:10]]
+        assert len(maxes) == 10 and maxes == sorted(maxes, reverse=True), maxes
+
+    eventually(sorted_by_max)
 
     # search by a top token of the first latent: every row listed has it
     token = rows.first.locator("td").nth(4).inner_text().split(" · ")[0].strip()
     page.get_by_role("textbox", name="Search latents").fill(token)
-    expect(page.get_by_test_id("latents-count")).not_to_have_text(re.compile(r"^$"))
-    page.wait_for_timeout(800)
-    for text in rows.locator("td:nth-child(5)").all_inner_texts()[:5]:
-        assert token.lower() in text.lower()
+
+    def all_have_token() -> None:
+        texts = rows.locator("td:nth-child(5)").all_inner_texts()
+        assert texts and all(token.lower() in t.lower() for t in texts), (token, texts)
+
+    eventually(all_have_token)
     page.get_by_role("textbox", name="Search latents").fill("")
 
     # dead latents: none, or only ones with density 0
     page.get_by_role("combobox", name="Filter latents").select_option("dead")
-    page.wait_for_timeout(800)
-    for text in rows.locator("td:nth-child(2)").all_inner_texts():
-        assert text == "0"
+
+    def only_dead() -> None:
+        count = page.get_by_test_id("latents-count").inner_text()
+        densities = rows.locator("td:nth-child(2)").all_inner_texts()
+        assert count == "0 latents" or (densities and set(densities) == {"0"}), (count, densities)
+
+    eventually(only_dead)
     page.get_by_role("combobox", name="Filter latents").select_option("alive")
-    page.wait_for_timeout(800)
+    eventually(lambda: expect(rows.first.locator("td").nth(1)).not_to_have_text("0"))
 
     # label the selected latent; it shows in the table and survives a reload
     rows.nth(1).click()
@@ -109,4 +139,3 @@ def test_the_features_tab_of_a_finished_demo_run(studio: str, browser: Any) -> N
     assert page.get_by_test_id("prompt-latent").count() >= 5
     assert result.locator("[data-testid=token][style]").count() >= 1
     shoot(page, "features")
-    assert errors == []

@@ -24,6 +24,7 @@ from starlette.background import BackgroundTask
 
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, SessionDep, SettingsDep
 from saestudio.api.feature_schemas import (
+    NO_NUL,
     FeaturesStatus,
     InspectionControl,
     InspectionCreate,
@@ -182,7 +183,7 @@ def list_latents(
     sort: LatentSort = "latent",
     order: Literal["asc", "desc"] = "asc",
     filter: LatentFilter = "all",
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> LatentPage:

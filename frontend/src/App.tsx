@@ -2,6 +2,7 @@ import { Activity, Database, FileStack, GitCompare, KeyRound, Plus } from "lucid
 import { lazy, Suspense, useState } from "react";
 import { NavLink, Route, Routes } from "react-router-dom";
 import { TOKEN_KEY } from "./api/client";
+import { useJobEvents } from "./api/live";
 import { DatasetsPage } from "./pages/DatasetsPage";
 import { NewTrainingPage } from "./pages/NewTrainingPage";
 import { RunsPage } from "./pages/RunsPage";
@@ -52,6 +53,7 @@ function TokenButton() {
 }
 
 export function App() {
+  useJobEvents(); // one /ws/events socket keeps every page's job lists current
   return (
     <div className="min-h-screen">
       <header className="sticky top-0 z-30 border-b border-slate-800 bg-slate-950/95 backdrop-blur">

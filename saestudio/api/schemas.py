@@ -9,9 +9,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from saestudio.activations.extract import ExtractConfig
+from saestudio.api.resolved import ResolvedValue
+from saestudio.store.states import (
+    Control,
+    DatasetAction,
+    RunAction,
+    Status,
+    dataset_actions,
+    run_actions,
+)
 from saestudio.training.config import TrainConfig
 
 T = TypeVar("T")
@@ -44,8 +53,8 @@ class TrainingUpdate(BaseModel):
 class TrainingPublic(_Row):
     id: int
     name: str
-    status: str
-    control: str | None
+    status: Status
+    control: Control | None
     error: str | None
     config: dict[str, Any]
     architecture: str
@@ -65,6 +74,22 @@ class TrainingPublic(_Row):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="What a user may do to the run now (saestudio.store.states.RUN_ACTIONS)."
+    )
+    @property
+    def actions(self) -> list[RunAction]:
+        return run_actions(self.status, self.control)
+
+
+class TrainingDetail(TrainingPublic):
+    resolved: dict[str, dict[str, ResolvedValue]] | None = Field(
+        None,
+        description="Per SAE: every hyperparameter's value as the run used it (from the "
+        "latest checkpoint's state.json) and its source: set, default or derived. Null "
+        "before the first checkpoint.",
+    )
 
 
 class BulkDelete(BaseModel):
@@ -124,8 +149,8 @@ class DatasetPublic(_Row):
     id: int
     name: str
     path: str
-    status: str
-    control: str | None
+    status: Status
+    control: Control | None
     error: str | None
     config: dict[str, Any]
     manifest: dict[str, Any] | None
@@ -135,6 +160,14 @@ class DatasetPublic(_Row):
     progress: float
     created_at: datetime
     updated_at: datetime
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="What a user may do to the extraction now "
+        "(saestudio.store.states.DATASET_ACTIONS)."
+    )
+    @property
+    def actions(self) -> list[DatasetAction]:
+        return dataset_actions(self.status, self.control)
 
 
 # ---- templates -------------------------------------------------------------------------------

@@ -18,6 +18,11 @@ Control = Literal["pause", "stop", "stop_and_finalize"]
 Action = Literal["pause", "resume", "stop", "stop_and_finalize"]
 """What a user may ask of a job (the API's ``/control`` body)."""
 MetricKind = Literal["train", "eval", "density", "downstream"]
+RunAction = Literal["pause", "resume", "stop", "stop_and_finalize", "retry", "delete", "download"]
+"""A button on a run: the ``/control`` actions plus retry (a new run with the same
+config), delete and downloading the exported SAE."""
+DatasetAction = Literal["pause", "resume", "stop", "delete"]
+"""A button on an extraction: it has nothing to finalize, retry or download."""
 
 STATUSES: tuple[str, ...] = get_args(Status)
 CONTROLS: tuple[str, ...] = get_args(Control)
@@ -37,6 +42,44 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "completed": frozenset(),
 }
 FINISHED = ("completed", "failed", "cancelled")
+
+RUN_ACTIONS: dict[str, tuple[RunAction, ...]] = {
+    # stop_and_finalize on a queued run needs a checkpoint: offered once it runs or pauses
+    "queued": ("pause", "stop", "delete"),
+    "running": ("pause", "stop", "stop_and_finalize"),  # delete: stop it first
+    "paused": ("resume", "stop", "stop_and_finalize", "delete"),
+    "completed": ("download", "retry", "delete"),
+    "failed": ("resume", "retry", "delete"),
+    "cancelled": ("resume", "retry", "delete"),
+}
+"""What a user may do to a run in each status: the one table the API returns as each
+run's ``actions`` (the web studio shows exactly these buttons), every entry one that
+:func:`saestudio.store.lifecycle.request_control` and the routes accept in that status."""
+DATASET_ACTIONS: dict[str, tuple[DatasetAction, ...]] = {
+    "queued": ("pause", "stop", "delete"),
+    "running": ("pause", "stop"),
+    "paused": ("resume", "stop", "delete"),
+    "completed": ("delete",),
+    "failed": ("resume", "delete"),
+    "cancelled": ("resume", "delete"),
+}
+"""The same for an activation-dataset extraction."""
+
+
+def run_actions(status: str, control: str | None) -> list[RunAction]:
+    """The actions of a run in ``status`` (:data:`RUN_ACTIONS`); a request the worker has
+    not honoured yet (``control`` on a running run) leaves only withdrawing a pause:
+    repeating or contradicting the pending request would meet a 409 or race the worker."""
+    if status == "running" and control:
+        return ["resume"] if control == "pause" else []
+    return list(RUN_ACTIONS.get(status, ()))
+
+
+def dataset_actions(status: str, control: str | None) -> list[DatasetAction]:
+    """The same for an extraction (:data:`DATASET_ACTIONS`)."""
+    if status == "running" and control:
+        return ["resume"] if control == "pause" else []
+    return list(DATASET_ACTIONS.get(status, ()))
 
 
 def can_transition(old: str, new: str) -> bool:

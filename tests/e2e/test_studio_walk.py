@@ -56,6 +56,12 @@ def card(page: Any, name: str) -> Any:
     return page.get_by_role("article", name=f"Training {name}")
 
 
+def hyper(page: Any, name: str) -> Any:
+    """The run page's hyperparameter row for ``name``."""
+    dt = page.locator("dt", has_text=re.compile(rf"^{re.escape(name)}$"))
+    return page.get_by_test_id("hyperparameter").filter(has=dt)
+
+
 def progress(locator: Any) -> int:
     return int(locator.get_attribute("aria-valuenow") or 0)
 
@@ -83,6 +89,10 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     demo = card(page, "demo topk")
     demo.wait_for()
     page.get_by_role("progressbar", name="Extraction demo").wait_for()  # live, from /ws/events
+    # the card follows the run without a reload: expansion 4 × MiniLM's 384 becomes a
+    # latent count once the worker has read the data
+    expect(demo).to_contain_text("4× d_in latents")
+    expect(demo).to_contain_text("1,536 latents", timeout=WAIT)
 
     # ---- the extraction, watched on the datasets page --------------------------------------
     nav(page, "Datasets")
@@ -159,6 +169,13 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     rows_el = page.get_by_test_id("checkpoint-row")
     rows_el.first.wait_for()
     assert rows_el.filter(has_text=f"{paused_at:,}").count() == 1  # the pause checkpoint
+    # the hyperparameter table: the values the run used (from that checkpoint) and why
+    expect(hyper(page, "sae.d_sae")).to_contain_text("1536")
+    expect(hyper(page, "sae.d_sae")).to_contain_text("derived")  # 4 × d_in
+    expect(hyper(page, "lr")).to_contain_text("derived")  # TopK: scaled by d_sae
+    expect(hyper(page, "batch_size")).to_contain_text("256")
+    expect(hyper(page, "batch_size")).to_contain_text("set")
+    expect(hyper(page, "adam_beta1")).to_contain_text("default")
     page.get_by_role("button", name="Resume", exact=True).click()
     wait_status(page, "running", 60_000)
     page.wait_for_function(

@@ -1,6 +1,8 @@
 // API calls behind the run buttons (cards and the detail page share them).
+import { type QueryClient, useMutation, useQueryClient } from "@tanstack/react-query";
 import type { RunAction } from "../lib/actions";
 import { ApiError, api, call, describeError, TOKEN_KEY, type Training } from "./client";
+import { keys } from "./queries";
 
 /** Save a file the API serves (with the token header, which a plain link cannot send). */
 export async function download(url: string, fallbackName: string): Promise<void> {
@@ -46,4 +48,30 @@ export async function runAction(t: Training, action: RunAction): Promise<Trainin
       return null;
   }
   throw new ApiError(`unknown action ${action}`, 0);
+}
+
+/** Run an action from a card or the run page and fold the answer into the cache (the
+ * run's list entry and detail; a retry's new run is listed first; a delete unlists). */
+export function useRunAction() {
+  const qc = useQueryClient();
+  return useMutation({
+    mutationFn: ({ training, action }: { training: Training; action: RunAction }) => runAction(training, action),
+    onSuccess: (updated, { training, action }) => {
+      if (action === "delete") {
+        qc.setQueryData<Training[]>(keys.trainings, (prev) => prev?.filter((t) => t.id !== training.id));
+        qc.removeQueries({ queryKey: keys.training(training.id) });
+      } else if (updated) {
+        putTraining(qc, updated);
+      }
+    },
+  });
+}
+
+/** A run the API just returned: replace its entries, or list it first if new. */
+export function putTraining(qc: QueryClient, t: Training): void {
+  qc.setQueryData<Training[]>(keys.trainings, (prev) =>
+    prev?.some((r) => r.id === t.id) ? prev.map((r) => (r.id === t.id ? t : r)) : prev && [t, ...prev],
+  );
+  // the detail adds `resolved`: keep it, the row's fields are newer
+  qc.setQueryData<Training>(keys.training(t.id), (prev) => (prev ? { ...prev, ...t } : prev));
 }

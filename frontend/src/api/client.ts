@@ -5,11 +5,14 @@ import type { components, paths } from "./schema";
 
 export type Schemas = components["schemas"];
 export type Training = Schemas["TrainingPublic"];
+export type TrainingDetail = Schemas["TrainingDetail"];
+export type ResolvedValue = Schemas["ResolvedValue"];
 export type Dataset = Schemas["DatasetPublic"];
 export type Checkpoint = Schemas["CheckpointPublic"];
 export type Template = Schemas["TemplatePublic"];
 export type Metric = Schemas["MetricPublic"];
 export type Architecture = Schemas["ArchitectureInfo"];
+export type Status = Training["status"];
 export type TrainingPlan = Schemas["TrainingPlan"];
 export type TrainConfigIn = Schemas["TrainConfig"];
 

@@ -1,7 +1,11 @@
-// Live updates over the API's WebSockets, reconnecting with back-off. The training
-// stream resumes with ?since_step=<last step seen>, so a dropped connection leaves no gap.
+// Live updates over the API's WebSockets, reconnecting with back-off, written into the
+// query cache (cache.ts) so every page reads one copy of each run. The training stream
+// resumes with ?since_step=<last step seen>, so a dropped connection leaves no gap.
+import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useEffect, useRef, useState } from "react";
+import { addRows, applyCheckpoint, applyJobEvent, applyTrainingLive, type JobEvent, type MetricRow } from "./cache";
 import { wsUrl } from "./client";
+import { keys } from "./queries";
 
 function useSocket(path: string | null, params: () => Record<string, string | number>, onMessage: (m: any) => void) {
   const handler = useRef(onMessage);
@@ -39,85 +43,45 @@ function useSocket(path: string | null, params: () => Record<string, string | nu
   return connected;
 }
 
-export interface JobSnapshot {
-  type: "training" | "activation_dataset";
-  id: number;
-  name: string;
-  status: string;
-  control: string | null;
-  progress: number;
-  error: string | null;
-  step?: number;
-  total_steps?: number | null;
-  eta_seconds?: number | null;
-  latest_metrics?: Record<string, number> | null;
-  contexts?: number;
-  target_contexts?: number | null;
-  rows?: number;
+/** Every job's status and progress (``/ws/events``) into the cache: mounted once, for
+ * the whole app. */
+export function useJobEvents(): boolean {
+  const qc = useQueryClient();
+  return useSocket("/events", () => ({}), (msg: JobEvent) => applyJobEvent(qc, msg));
 }
 
-/** Every job's latest status / progress (``/ws/events``), keyed "training:3". */
-export function useJobEvents(onChange?: (snap: JobSnapshot | { type: "deleted"; kind: string; id: number }) => void) {
-  const [jobs, setJobs] = useState<Record<string, JobSnapshot>>({});
-  const connected = useSocket("/events", () => ({}), (msg) => {
-    onChange?.(msg);
-    setJobs((prev) => {
-      const next = { ...prev };
-      if (msg.type === "deleted") delete next[`${msg.kind}:${msg.id}`];
-      else next[`${msg.type}:${msg.id}`] = msg;
-      return next;
-    });
-  });
-  return { jobs, connected };
-}
-
-export interface MetricRow {
-  step: number;
-  sae: string;
-  kind: string;
-  metrics: Record<string, any>;
-}
-
-export interface StatusMessage {
-  status: string;
-  control: string | null;
-  step: number;
-  total_steps: number | null;
-  progress: number;
-  eta_seconds: number | null;
-  error: string | null;
-}
-
-/** One run's metric lines (backlog, then live), status and checkpoint events. */
+/** One run's metric lines (backlog, then live) as a cache entry, with its status and
+ * checkpoint events folded into the run's own entries. */
 export function useTrainingStream(id: number | null) {
-  const [rows, setRows] = useState<MetricRow[]>([]);
-  const [status, setStatus] = useState<StatusMessage | null>(null);
-  const [checkpointEvents, setCheckpointEvents] = useState(0);
+  const qc = useQueryClient();
   const lastStep = useRef(-1);
   useEffect(() => {
-    setRows([]);
-    setStatus(null);
     lastStep.current = -1;
-  }, [id]);
+    // the socket replays the backlog on connect: start the lines afresh
+    if (id !== null) qc.setQueryData<MetricRow[]>(keys.stream(id), []);
+  }, [id, qc]);
   const connected = useSocket(
     id === null ? null : `/trainings/${id}`,
     // a reconnect asks only for what it has not seen (lines at the last step may still
-    // arrive for another SAE or kind: they are de-duplicated below)
+    // arrive for another SAE or kind: addRows de-duplicates them)
     () => ({ since_step: Math.max(lastStep.current - 1, -1) }),
     (msg) => {
+      if (id === null) return;
       if (msg.type === "metrics") {
-        setRows((prev) => {
-          const seen = new Set(prev.map((r) => `${r.sae}|${r.kind}|${r.step}`));
-          const fresh = (msg.rows as MetricRow[]).filter((r) => !seen.has(`${r.sae}|${r.kind}|${r.step}`));
-          for (const r of fresh) lastStep.current = Math.max(lastStep.current, r.step);
-          return fresh.length ? [...prev, ...fresh] : prev;
-        });
+        for (const r of msg.rows as MetricRow[]) lastStep.current = Math.max(lastStep.current, r.step);
+        qc.setQueryData<MetricRow[]>(keys.stream(id), (prev) => addRows(prev, msg.rows));
       } else if (msg.type === "status") {
-        setStatus(msg);
+        applyTrainingLive(qc, id, msg);
       } else if (msg.type === "checkpoint") {
-        setCheckpointEvents((n) => n + 1);
+        applyCheckpoint(qc, id);
       }
     },
   );
-  return { rows, status, checkpointEvents, connected };
+  const rows = useQuery({
+    queryKey: keys.stream(id ?? -1),
+    queryFn: () => qc.getQueryData<MetricRow[]>(keys.stream(id ?? -1)) ?? [],
+    enabled: false, // the socket fills it
+    initialData: [],
+  }).data;
+  return { rows, connected };
 }

@@ -2,12 +2,10 @@ import { Eye } from "lucide-react";
 
 import { Link } from "react-router-dom";
 import type { Training } from "../api/client";
-import { ACTION_LABEL, actionsFor, type RunAction } from "../lib/actions";
+import { ACTION_LABEL, type RunAction } from "../lib/actions";
 import { ACTION_ICONS } from "./actionIcons";
-import { formatCount, formatDuration, formatMetric, formatPercent } from "../lib/format";
+import { formatCount, formatDuration, formatMetric, formatPercent, latentsOf } from "../lib/format";
 import { IconButton, ProgressBar, Stat, StatusBadge } from "./ui";
-
-
 
 export function TrainingCard({
   training,
@@ -44,7 +42,7 @@ export function TrainingCard({
             </Link>
           </h3>
           <p className="truncate text-xs text-slate-400">
-            {t.architecture} · {t.d_sae ? `${formatCount(t.d_sae)} latents` : `${(t.config.sae as { expansion_factor?: number } | undefined)?.expansion_factor ?? 8}× d_in latents`} · #{t.id}
+            {t.architecture} · {latentsOf(t)} · #{t.id}
           </p>
         </div>
         <StatusBadge status={t.status} control={t.control} />
@@ -70,7 +68,7 @@ export function TrainingCard({
       {t.error && <p className="line-clamp-2 break-words text-xs text-red-300">{t.error}</p>}
 
       <div className="flex flex-wrap items-center gap-1 border-t border-slate-800 pt-2">
-        {actionsFor(t.status, t.control).map((a) => (
+        {t.actions.map((a) => (
           <IconButton
             key={a}
             label={`${ACTION_LABEL[a]} ${t.name}`}

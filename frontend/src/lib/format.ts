@@ -62,3 +62,11 @@ export function niceCeil(v: number): number {
   const p = 10 ** Math.floor(Math.log10(v));
   return +((Math.ceil((v / p) * 2) / 2) * p).toPrecision(12);
 }
+
+/** A run's width: the latent count once the run knows it (the worker reads the data's
+ * width when it starts), else what the config says it will be. */
+export function latentsOf(t: { d_sae: number | null; config: Record<string, unknown> }): string {
+  if (t.d_sae) return `${formatCount(t.d_sae)} latents`;
+  const factor = (t.config.sae as { expansion_factor?: number } | undefined)?.expansion_factor ?? 8;
+  return `${factor}× d_in latents`;
+}

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   type ArchInfo,
   contextFor,
+  FIELDS,
   fromConfig,
   INITIAL,
   placeholderFor,
@@ -74,5 +75,16 @@ describe("validation and the request body", () => {
     expect(back.lr).toBe("0.001");
     expect(back.hook).toBe("resid_post.3");
     expect(back["sae.k"]).toBe("32");
+  });
+});
+
+describe("select options are the API's own enums", () => {
+  it("every schedule, optimizer and activation the spec allows, none it does not", () => {
+    const options = (path: string) => FIELDS.find((f) => f.path === path)?.options;
+    expect(options("lr_schedule")).toEqual(["constant", "cosine", "linear", "onecycle"]);
+    expect(options("optimizer")).toEqual(["adam", "adamw"]);
+    expect(options("sae.activation")).toEqual(["relu", "topk", "batchtopk", "jumprelu"]);
+    expect(options("normalize_activations")?.[0]).toBe(""); // empty: the architecture's default
+    expect(options("autocast")).toContain("bf16");
   });
 });

@@ -1,14 +1,10 @@
 // The new-training form's model: which fields each architecture takes, their defaults
 // (paper-grounded, from GET /architectures), and form values ↔ a TrainConfig body.
-import { parseField, validateFields } from "./validate";
+import type { Architecture } from "../api/client";
+import { enumOf, parseField, validateFields } from "./validate";
 
-export interface ArchInfo {
-  name: string;
-  description: string;
-  activation: string | null;
-  uses_k: boolean;
-  defaults: Record<string, unknown>;
-}
+/** GET /architectures' items, as the spec types them. */
+export type ArchInfo = Architecture;
 
 export type Source = "dataset" | "model";
 
@@ -37,7 +33,7 @@ export const FIELDS: FieldDef[] = [
   { path: "dataset", label: "Text dataset", section: "data", kind: "text", when: (c) => c.source === "model" },
   { path: "hook", label: "Hook point", section: "data", kind: "text" },
   { path: "target_hook", label: "Target hook", section: "data", kind: "text", when: (c) => c.architecture === "transcoder" },
-  { path: "sae.activation", label: "Activation", section: "basic", kind: "select", options: ["relu", "topk", "batchtopk", "jumprelu"], when: (c) => c.architecture === "transcoder" || c.architecture === "skip" },
+  { path: "sae.activation", label: "Activation", section: "basic", kind: "select", options: enumOf("SAEConfig", "activation"), when: (c) => c.architecture === "transcoder" || c.architecture === "skip" },
   { path: "sae.expansion_factor", label: "Expansion factor", section: "basic", kind: "number" },
   { path: "sae.d_sae", label: "Latents (d_sae)", section: "basic", kind: "number" },
   { path: "sae.k", label: "k (active latents)", section: "basic", kind: "number", when: (c) => c.usesK },
@@ -52,18 +48,18 @@ export const FIELDS: FieldDef[] = [
   { path: "aux_k", label: "AuxK latents", section: "advanced", kind: "number", when: (c) => c.usesK },
   { path: "aux_k_coefficient", label: "AuxK coefficient α", section: "advanced", kind: "number", when: (c) => c.usesK },
   { path: "sparsity_warmup_steps", label: "λ warm-up steps", section: "advanced", kind: "number", when: (c) => !c.usesK },
-  { path: "lr_schedule", label: "LR schedule", section: "advanced", kind: "select", options: ["constant", "cosine", "linear", "onecycle"] },
+  { path: "lr_schedule", label: "LR schedule", section: "advanced", kind: "select", options: enumOf("TrainConfig", "lr_schedule") },
   { path: "lr_warmup_steps", label: "LR warm-up steps", section: "advanced", kind: "number" },
   { path: "lr_decay_steps", label: "LR decay steps", section: "advanced", kind: "number" },
   { path: "min_lr_ratio", label: "Final LR ratio", section: "advanced", kind: "number" },
-  { path: "optimizer", label: "Optimizer", section: "advanced", kind: "select", options: ["adam", "adamw"] },
+  { path: "optimizer", label: "Optimizer", section: "advanced", kind: "select", options: enumOf("TrainConfig", "optimizer") },
   { path: "adam_beta1", label: "Adam β1", section: "advanced", kind: "number" },
   { path: "adam_beta2", label: "Adam β2", section: "advanced", kind: "number" },
   { path: "adam_eps", label: "Adam ε", section: "advanced", kind: "number" },
   { path: "weight_decay", label: "Weight decay", section: "advanced", kind: "number" },
   { path: "grad_clip_norm", label: "Gradient clip norm", section: "advanced", kind: "number" },
   { path: "grad_accum_steps", label: "Gradient accumulation", section: "advanced", kind: "number" },
-  { path: "normalize_activations", label: "Input normalisation", section: "advanced", kind: "select", options: ["", "none", "expected_average_only_in", "unit_mean_squared_norm", "constant_norm_rescale"] },
+  { path: "normalize_activations", label: "Input normalisation", section: "advanced", kind: "select", options: ["", ...enumOf("TrainConfig", "normalize_activations")] },
   { path: "dead_after_tokens", label: "Dead after tokens", section: "advanced", kind: "number" },
   { path: "context_length", label: "Context length", section: "advanced", kind: "number", when: (c) => c.source === "model" },
   { path: "eval_every", label: "Evaluate every", section: "advanced", kind: "number" },
@@ -72,7 +68,7 @@ export const FIELDS: FieldDef[] = [
   { path: "keep_checkpoints", label: "Keep checkpoints", section: "advanced", kind: "number" },
   { path: "seed", label: "Seed", section: "advanced", kind: "number" },
   { path: "device", label: "Device", section: "advanced", kind: "text" },
-  { path: "autocast", label: "Autocast", section: "advanced", kind: "select", options: ["auto", "bf16", "fp16", "none"] },
+  { path: "autocast", label: "Autocast", section: "advanced", kind: "select", options: enumOf("TrainConfig", "autocast") },
 ];
 
 /** The optimiser fields whose empty value means "the architecture's default". */

@@ -46,6 +46,15 @@ function concrete(s: JsonSchema): { schema: JsonSchema; nullable: boolean } {
   return { schema: s, nullable: false };
 }
 
+/** The allowed values of an enum field in the spec ("TrainConfig", "lr_schedule"):
+ * select options come from the API's own Literal types, not a copy here. */
+export function enumOf(root: string, path: string): string[] {
+  const s = fieldSchema(path, root);
+  if (!s) return [];
+  const { schema } = concrete(s);
+  return (schema.enum ?? []).map(String);
+}
+
 export function description(path: string, root = "TrainConfig"): string | undefined {
   return fieldSchema(path, root)?.description;
 }

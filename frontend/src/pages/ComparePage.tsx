@@ -1,7 +1,9 @@
-import { useEffect, useMemo, useState } from "react";
+import { useQueries, useQuery } from "@tanstack/react-query";
+import { useMemo, useState } from "react";
 import { useSearchParams } from "react-router-dom";
 import { CartesianGrid, Legend, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis, ZAxis } from "recharts";
-import { api, call, type Metric, type Training } from "../api/client";
+import type { Metric, Training } from "../api/client";
+import { metricsQuery, trainingsQuery } from "../api/queries";
 import { MetricChart } from "../components/MetricChart";
 import { ErrorBanner, Panel, StatusBadge } from "../components/ui";
 import { formatMetric, niceCeil } from "../lib/format";
@@ -22,43 +24,28 @@ interface Point {
   architecture: string;
 }
 
+/** A finished SAE's last held-out L0 and FVU (or its last training ones). */
+function frontierPoint(r: Training, evalRows: Metric[] | undefined): Point | null {
+  const last = evalRows?.at(-1)?.metrics as Record<string, number> | undefined;
+  const m = (last ? { l0: last.eval_l0, fvu: last.eval_fvu } : r.latest_metrics) as { l0?: number; fvu?: number } | null;
+  return m && m.l0 !== undefined && m.fvu !== undefined ? { id: r.id, name: r.name, l0: m.l0, fvu: m.fvu, architecture: r.architecture } : null;
+}
+
 export function ComparePage() {
   const [params, setParams] = useSearchParams();
-  const [runs, setRuns] = useState<Training[]>([]);
-  const [curves, setCurves] = useState<Record<number, Metric[]>>({});
-  const [points, setPoints] = useState<Point[]>([]);
   const [metric, setMetric] = useState("fvu");
-  const [error, setError] = useState<string | null>(null);
   const ids = useMemo(() => (params.get("ids") ?? "").split(",").map(Number).filter((n) => n > 0), [params]);
-
-  useEffect(() => {
-    call(api.GET("/api/v1/trainings", { params: { query: { limit: 500 } } }))
-      .then(async (page) => {
-        setRuns(page.items);
-        // the frontier: each finished SAE's last held-out L0 and FVU
-        const done = page.items.filter((r) => r.status === "completed").slice(0, 100);
-        const found = await Promise.all(
-          done.map(async (r) => {
-            const rows = await call(api.GET("/api/v1/trainings/{training_id}/metrics", { params: { path: { training_id: r.id }, query: { kind: ["eval"] } } }));
-            const last = rows.at(-1)?.metrics as Record<string, number> | undefined;
-            const m = (last ? { l0: last.eval_l0, fvu: last.eval_fvu } : r.latest_metrics) as { l0?: number; fvu?: number } | null;
-            return m && m.l0 !== undefined && m.fvu !== undefined ? { id: r.id, name: r.name, l0: m.l0, fvu: m.fvu, architecture: r.architecture } : null;
-          }),
-        );
-        setPoints(found.filter((p): p is Point => p !== null));
-      })
-      .catch((e) => setError((e as Error).message));
-  }, []);
-
-  useEffect(() => {
-    const missing = ids.filter((id) => !(id in curves));
-    if (!missing.length) return;
-    Promise.all(
-      missing.map(async (id) => [id, await call(api.GET("/api/v1/trainings/{training_id}/metrics", { params: { path: { training_id: id }, query: { kind: ["train"] } } }))] as const),
-    )
-      .then((found) => setCurves((prev) => ({ ...prev, ...Object.fromEntries(found) })))
-      .catch((e) => setError((e as Error).message));
-  }, [ids, curves]);
+  const list = useQuery(trainingsQuery);
+  const runs = list.data ?? [];
+  // the frontier: each finished SAE (the newest 100)
+  const done = runs.filter((r) => r.status === "completed").slice(0, 100);
+  const evals = useQueries({ queries: done.map((r) => metricsQuery(r.id, "eval")) });
+  const trains = useQueries({ queries: ids.map((id) => metricsQuery(id, "train")) });
+  const points = done
+    .map((r, i) => (evals[i]?.isSuccess ? frontierPoint(r, evals[i].data) : null))
+    .filter((p): p is Point => p !== null);
+  const curves: Record<number, Metric[]> = Object.fromEntries(ids.map((id, i) => [id, trains[i]?.data ?? []]));
+  const error = (list.error ?? evals.find((q) => q.error)?.error ?? trains.find((q) => q.error)?.error)?.message ?? null;
 
   const data = useMemo(() => {
     const byStep = new Map<number, Record<string, number>>();
@@ -86,7 +73,7 @@ export function ComparePage() {
   return (
     <div className="space-y-4">
       <h1 className="text-xl font-semibold">Compare runs</h1>
-      <ErrorBanner message={error} onClose={() => setError(null)} />
+      <ErrorBanner message={error} />
       <div className="grid gap-4 lg:grid-cols-[18rem_1fr]">
         <Panel title="Runs">
           {runs.length === 0 ? (

@@ -1,13 +1,15 @@
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { Pause, Play, Plus, Sparkles, Square, Trash2 } from "lucide-react";
-import { useCallback, useEffect, useMemo, useState, type ReactNode } from "react";
-import { ApiError, api, call, type Dataset } from "../api/client";
-import { useJobEvents } from "../api/live";
+import { useState, type ReactNode } from "react";
+import { putTraining } from "../api/actions";
+import { ApiError, api, call, type Dataset, type Schemas } from "../api/client";
+import { datasetsQuery, keys } from "../api/queries";
 import { Button, ConfirmDialog, ErrorBanner, IconButton, Panel, ProgressBar, Stat, StatusBadge } from "../components/ui";
-import { DATASET_ACTIONS } from "../lib/actions";
+import type { DatasetAction } from "../lib/actions";
 import { formatCount, formatMetric, formatPercent } from "../lib/format";
 import { validateFields } from "../lib/validate";
 
-const ICONS: Record<string, ReactNode> = {
+const ICONS: Record<DatasetAction, ReactNode> = {
   pause: <Pause className="h-4 w-4" />,
   resume: <Play className="h-4 w-4" />,
   stop: <Square className="h-4 w-4" />,
@@ -33,39 +35,44 @@ function HookStats({ d }: { d: Dataset }) {
 }
 
 export function DatasetsPage() {
-  const [rows, setRows] = useState<Dataset[] | null>(null);
+  const qc = useQueryClient();
+  const query = useQuery(datasetsQuery);
   const [form, setForm] = useState(EMPTY);
   const [fieldErrors, setFieldErrors] = useState<Record<string, string>>({});
-  const [error, setError] = useState<string | null>(null);
   const [confirm, setConfirm] = useState<Dataset | null>(null);
+  const put = (d: Dataset) =>
+    qc.setQueryData<Dataset[]>(keys.datasets, (prev) => (prev?.some((r) => r.id === d.id) ? prev.map((r) => (r.id === d.id ? d : r)) : [d, ...(prev ?? [])]));
 
-  const load = useCallback(async () => {
-    try {
-      setRows((await call(api.GET("/api/v1/activation-datasets", { params: { query: { limit: 200 } } }))).items);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }, []);
-  useEffect(() => {
-    void load();
-  }, [load]);
-  const { jobs } = useJobEvents((msg) => {
-    if (msg.type === "activation_dataset") {
-      const known = rows?.find((r) => r.id === msg.id);
-      // a new dataset, or one that just finished (its manifest holds the stats): reload
-      if (!known || (known.status !== msg.status && msg.status === "completed")) void load();
-    }
+  const create = useMutation({
+    mutationFn: (config: Schemas["ExtractConfig"]) =>
+      call(api.POST("/api/v1/activation-datasets", { body: { name: form.name.trim(), config } })),
+    onSuccess: (d) => {
+      put(d);
+      setForm(EMPTY);
+    },
+    onError: (err) => setFieldErrors((err as ApiError).fields ?? {}),
   });
-  const live = useMemo(
-    () =>
-      (rows ?? []).map((r) => {
-        const s = jobs[`activation_dataset:${r.id}`];
-        return s ? { ...r, status: s.status, control: s.control, progress: s.progress, error: s.error, contexts: s.contexts ?? r.contexts, rows: s.rows ?? r.rows } : r;
-      }),
-    [rows, jobs],
-  );
+  const act = useMutation({
+    mutationFn: async ({ d, action }: { d: Dataset; action: DatasetAction }) => {
+      if (action === "delete") {
+        await call(api.DELETE("/api/v1/activation-datasets/{dataset_id}", { params: { path: { dataset_id: d.id } } }));
+        qc.setQueryData<Dataset[]>(keys.datasets, (prev) => prev?.filter((r) => r.id !== d.id));
+      } else {
+        put(await call(api.POST("/api/v1/activation-datasets/{dataset_id}/control", { params: { path: { dataset_id: d.id } }, body: { action } })));
+      }
+    },
+  });
+  const demo = useMutation({
+    mutationFn: () => call(api.POST("/api/v1/demo")),
+    onSuccess: (started) => {
+      put(started.dataset);
+      putTraining(qc, started.training);
+    },
+  });
+  const rows = query.data;
+  const error = (create.error ?? act.error ?? demo.error ?? query.error)?.message ?? null;
 
-  async function create(e: React.FormEvent) {
+  function submit(e: React.FormEvent) {
     e.preventDefault();
     const errs = validateFields({ max_tokens: form.max_tokens, context_length: form.context_length }, "ExtractConfig");
     if (!form.name.trim()) errs.name = "required";
@@ -73,56 +80,15 @@ export function DatasetsPage() {
     if (!form.hooks.trim()) errs.hooks = "required";
     setFieldErrors(errs);
     if (Object.keys(errs).length) return;
-    setError(null);
     const slug = form.name.trim().toLowerCase().replace(/[^a-z0-9._-]+/g, "-");
-    try {
-      const d = await call(
-        api.POST("/api/v1/activation-datasets", {
-          body: {
-            name: form.name.trim(),
-            config: {
-              model: form.model.trim(),
-              dataset: form.dataset.trim(),
-              hooks: form.hooks.split(",").map((h) => h.trim()).filter(Boolean),
-              out: `activations/${slug}`,
-              max_tokens: Number(form.max_tokens),
-              context_length: Number(form.context_length),
-            } as never,
-          },
-        }),
-      );
-      setRows((prev) => [d, ...(prev ?? [])]);
-      setForm(EMPTY);
-    } catch (err) {
-      const apiErr = err as ApiError;
-      setFieldErrors(apiErr.fields ?? {});
-      setError(apiErr.message);
-    }
-  }
-
-  async function act(d: Dataset, action: string) {
-    setError(null);
-    try {
-      if (action === "delete") {
-        await call(api.DELETE("/api/v1/activation-datasets/{dataset_id}", { params: { path: { dataset_id: d.id } } }));
-        setRows((prev) => prev?.filter((r) => r.id !== d.id) ?? prev);
-      } else {
-        const updated = await call(api.POST("/api/v1/activation-datasets/{dataset_id}/control", { params: { path: { dataset_id: d.id } }, body: { action: action as "pause" | "resume" | "stop" } }));
-        setRows((prev) => prev?.map((r) => (r.id === d.id ? updated : r)) ?? prev);
-      }
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }
-
-  async function demo() {
-    setError(null);
-    try {
-      await call(api.POST("/api/v1/demo"));
-      void load();
-    } catch (e) {
-      setError((e as Error).message);
-    }
+    create.mutate({
+      model: form.model.trim(),
+      dataset: form.dataset.trim(),
+      hooks: form.hooks.split(",").map((h) => h.trim()).filter(Boolean),
+      out: `activations/${slug}`,
+      max_tokens: Number(form.max_tokens),
+      context_length: Number(form.context_length),
+    });
   }
 
   const input = (key: keyof typeof EMPTY, label: string, placeholder = "") => (
@@ -139,13 +105,20 @@ export function DatasetsPage() {
     <div className="space-y-4">
       <div className="flex flex-wrap items-center justify-between gap-2">
         <h1 className="text-xl font-semibold">Activation datasets</h1>
-        <Button icon={<Sparkles className="h-4 w-4" />} onClick={demo}>
+        <Button icon={<Sparkles className="h-4 w-4" />} onClick={() => demo.mutate()} disabled={demo.isPending}>
           Start the demo
         </Button>
       </div>
-      <ErrorBanner message={error} onClose={() => setError(null)} />
+      <ErrorBanner
+        message={error}
+        onClose={() => {
+          create.reset();
+          act.reset();
+          demo.reset();
+        }}
+      />
       <Panel title="Extract activations">
-        <form onSubmit={create} noValidate className="grid gap-3 sm:grid-cols-2 lg:grid-cols-3">
+        <form onSubmit={submit} noValidate className="grid gap-3 sm:grid-cols-2 lg:grid-cols-3">
           {input("name", "Name", "e.g. gpt2-layer6")}
           {input("model", "Model", "gpt2, EleutherAI/pythia-70m or a folder")}
           {input("dataset", "Text dataset", "demo:pydoc, a hub dataset or a file")}
@@ -160,13 +133,13 @@ export function DatasetsPage() {
         </form>
       </Panel>
 
-      {rows === null ? (
-        error ? null : <p className="text-slate-400">Loading…</p>
-      ) : live.length === 0 ? (
+      {rows === undefined ? (
+        query.error ? null : <p className="text-slate-400">Loading…</p>
+      ) : rows.length === 0 ? (
         <p className="text-sm text-slate-400">No activation datasets yet. Start the demo, or extract from a model above.</p>
       ) : (
         <div className="grid gap-3 md:grid-cols-2">
-          {live.map((d) => (
+          {rows.map((d) => (
             <article key={d.id} aria-label={`Dataset ${d.name}`} className="rounded-lg border border-slate-800 bg-slate-900/70 p-4">
               <div className="mb-2 flex items-start justify-between gap-2">
                 <div className="min-w-0">
@@ -186,8 +159,8 @@ export function DatasetsPage() {
               <HookStats d={d} />
               {d.error && <p className="mt-2 break-words text-xs text-red-300">{d.error}</p>}
               <div className="mt-2 flex gap-1 border-t border-slate-800 pt-2">
-                {(DATASET_ACTIONS[d.status] ?? []).map((a) => (
-                  <IconButton key={a} label={`${a[0].toUpperCase()}${a.slice(1)} ${d.name}`} icon={ICONS[a]} onClick={() => (a === "delete" ? setConfirm(d) : act(d, a))} />
+                {d.actions.map((a) => (
+                  <IconButton key={a} label={`${a[0].toUpperCase()}${a.slice(1)} ${d.name}`} icon={ICONS[a]} onClick={() => (a === "delete" ? setConfirm(d) : act.mutate({ d, action: a }))} />
                 ))}
               </div>
             </article>
@@ -202,7 +175,7 @@ export function DatasetsPage() {
           onConfirm={() => {
             const d = confirm;
             setConfirm(null);
-            void act(d, "delete");
+            act.mutate({ d, action: "delete" });
           }}
           onCancel={() => setConfirm(null)}
         />

@@ -1,113 +1,54 @@
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { GitCompare, Plus, Sparkles, Trash2 } from "lucide-react";
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useState } from "react";
 import { Link, useNavigate } from "react-router-dom";
-import { runAction } from "../api/actions";
+import { putTraining, useRunAction } from "../api/actions";
 import { api, call, type Training } from "../api/client";
-import { useJobEvents, type JobSnapshot } from "../api/live";
+import { datasetsQuery, keys, trainingsQuery } from "../api/queries";
 import { TrainingCard } from "../components/TrainingCard";
 import { Button, ConfirmDialog, ErrorBanner, Panel, ProgressBar } from "../components/ui";
 import type { RunAction } from "../lib/actions";
 import { formatPercent } from "../lib/format";
+import { enumOf } from "../lib/validate";
 
-const FILTERS = ["all", "running", "queued", "paused", "completed", "failed", "cancelled"];
-
-/** A run with the live fields of its latest /ws/events snapshot. */
-function merge(t: Training, snap: JobSnapshot | undefined): Training {
-  if (!snap) return t;
-  return {
-    ...t,
-    status: snap.status,
-    control: snap.control,
-    progress: snap.progress,
-    error: snap.error,
-    step: snap.step ?? t.step,
-    total_steps: snap.total_steps ?? t.total_steps,
-    eta_seconds: snap.eta_seconds ?? null,
-    latest_metrics: snap.latest_metrics ?? t.latest_metrics,
-  };
-}
-
-/** `t` added first, or replacing the row with its id (a live event may have listed it). */
-function upsert(list: Training[] | null, t: Training): Training[] {
-  return [t, ...(list ?? []).filter((r) => r.id !== t.id)];
-}
+const FILTERS = ["all", ...enumOf("TrainingPublic", "status")];
 
 export function RunsPage() {
-  const [runs, setRuns] = useState<Training[] | null>(null);
+  const qc = useQueryClient();
+  const runs = useQuery(trainingsQuery);
+  const datasets = useQuery(datasetsQuery);
   const [filter, setFilter] = useState("all");
   const [selected, setSelected] = useState<Set<number>>(new Set());
-  const [error, setError] = useState<string | null>(null);
   const [confirm, setConfirm] = useState<{ ids: number[]; names: string } | null>(null);
-  const [starting, setStarting] = useState(false);
   const navigate = useNavigate();
-
-  const load = useCallback(async () => {
-    try {
-      const page = await call(api.GET("/api/v1/trainings", { params: { query: { limit: 500 } } }));
-      setRuns(page.items);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }, []);
-  useEffect(() => {
-    void load();
-  }, [load]);
-
-  const { jobs } = useJobEvents((msg) => {
-    // a run this page has not listed (created elsewhere): reload the list
-    if (msg.type === "training" && runs && !runs.some((r) => r.id === msg.id)) void load();
-    if (msg.type === "deleted" && msg.kind === "training") setRuns((prev) => prev?.filter((r) => r.id !== msg.id) ?? prev);
+  const action = useRunAction();
+  const remove = useMutation({
+    mutationFn: async (ids: number[]) => {
+      if (ids.length === 1) await call(api.DELETE("/api/v1/trainings/{training_id}", { params: { path: { training_id: ids[0] } } }));
+      else await call(api.POST("/api/v1/trainings/bulk-delete", { body: { ids } }));
+    },
+    onSuccess: (_, ids) => {
+      qc.setQueryData<Training[]>(keys.trainings, (prev) => prev?.filter((r) => !ids.includes(r.id)));
+      setSelected(new Set());
+    },
+    onError: () => void qc.invalidateQueries({ queryKey: keys.trainings, exact: true }),
+  });
+  const demo = useMutation({
+    mutationFn: () => call(api.POST("/api/v1/demo")),
+    onSuccess: (started) => {
+      putTraining(qc, started.training);
+      void qc.invalidateQueries({ queryKey: keys.datasets, exact: true });
+    },
   });
 
-  const live = useMemo(() => (runs ?? []).map((r) => merge(r, jobs[`training:${r.id}`])), [runs, jobs]);
+  const live = runs.data ?? [];
   const shown = filter === "all" ? live : live.filter((r) => r.status === filter);
-  const extracting = Object.values(jobs).filter(
-    (j) => j.type === "activation_dataset" && (j.status === "running" || j.status === "queued"),
-  );
+  const extracting = (datasets.data ?? []).filter((j) => j.status === "running" || j.status === "queued");
+  const failure = (action.error ?? remove.error ?? demo.error ?? runs.error)?.message ?? null;
 
-  async function act(t: Training, action: RunAction) {
-    if (action === "delete") {
-      setConfirm({ ids: [t.id], names: t.name });
-      return;
-    }
-    setError(null);
-    try {
-      const updated = await runAction(t, action);
-      if (action === "retry" && updated) setRuns((prev) => upsert(prev, updated));
-      else if (updated) setRuns((prev) => prev?.map((r) => (r.id === updated.id ? updated : r)) ?? prev);
-    } catch (e) {
-      setError((e as Error).message);
-    }
-  }
-
-  async function remove(ids: number[]) {
-    setConfirm(null);
-    setError(null);
-    try {
-      if (ids.length === 1) {
-        await call(api.DELETE("/api/v1/trainings/{training_id}", { params: { path: { training_id: ids[0] } } }));
-      } else {
-        await call(api.POST("/api/v1/trainings/bulk-delete", { body: { ids } }));
-      }
-      setRuns((prev) => prev?.filter((r) => !ids.includes(r.id)) ?? prev);
-      setSelected(new Set());
-    } catch (e) {
-      setError((e as Error).message);
-      void load();
-    }
-  }
-
-  async function startDemo() {
-    setStarting(true);
-    setError(null);
-    try {
-      const started = await call(api.POST("/api/v1/demo"));
-      setRuns((prev) => upsert(prev, started.training));
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setStarting(false);
-    }
+  function act(t: Training, a: RunAction) {
+    if (a === "delete") setConfirm({ ids: [t.id], names: t.name });
+    else action.mutate({ training: t, action: a });
   }
 
   const selectedIds = [...selected].filter((id) => live.some((r) => r.id === id));
@@ -147,7 +88,14 @@ export function RunsPage() {
         </div>
       </div>
 
-      <ErrorBanner message={error} onClose={() => setError(null)} />
+      <ErrorBanner
+        message={failure}
+        onClose={() => {
+          action.reset();
+          remove.reset();
+          demo.reset();
+        }}
+      />
 
       {extracting.map((j) => (
         <Panel key={j.id}>
@@ -165,9 +113,9 @@ export function RunsPage() {
         </Panel>
       ))}
 
-      {runs === null ? (
-        error ? null : <p className="text-slate-400">Loading…</p>
-      ) : runs.length === 0 ? (
+      {runs.data === undefined ? (
+        runs.error ? null : <p className="text-slate-400">Loading…</p>
+      ) : live.length === 0 ? (
         <Panel className="py-10 text-center">
           <Sparkles className="mx-auto mb-3 h-8 w-8 text-indigo-300" aria-hidden />
           <h2 className="mb-1 text-lg font-semibold">No training runs yet</h2>
@@ -176,8 +124,8 @@ export function RunsPage() {
             trains a TopK SAE on it. You will see it train live in about a minute.
           </p>
           <div className="flex flex-wrap justify-center gap-2">
-            <Button tone="primary" icon={<Sparkles className="h-4 w-4" />} onClick={startDemo} disabled={starting}>
-              {starting ? "Starting…" : "Start the demo"}
+            <Button tone="primary" icon={<Sparkles className="h-4 w-4" />} onClick={() => demo.mutate()} disabled={demo.isPending}>
+              {demo.isPending ? "Starting…" : "Start the demo"}
             </Button>
             <Link to="/new" className="inline-flex items-center gap-1.5 rounded-md border border-slate-700 px-3 py-1.5 text-sm hover:bg-slate-800">
               Configure a training
@@ -212,7 +160,10 @@ export function RunsPage() {
           title="Delete runs"
           body={<>Delete {confirm.names}? Their checkpoints, metrics and exported SAEs are removed.</>}
           confirmLabel="Delete"
-          onConfirm={() => remove(confirm.ids)}
+          onConfirm={() => {
+            setConfirm(null);
+            remove.mutate(confirm.ids);
+          }}
           onCancel={() => setConfirm(null)}
         />
       )}

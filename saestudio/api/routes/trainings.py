@@ -16,6 +16,7 @@ from saestudio.activations.store import DataError
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, IdQuery, SessionDep, SettingsDep
 from saestudio.api.paths import inside, slug
 from saestudio.api.planning import ConfigProblem, TrainingPlan, plan
+from saestudio.api.resolved import ResolvedValue, read_resolved
 from saestudio.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -23,13 +24,14 @@ from saestudio.api.schemas import (
     MetricPublic,
     PageOut,
     TrainingCreate,
+    TrainingDetail,
     TrainingPublic,
     TrainingUpdate,
 )
 from saestudio.jobs.tasks import enqueue
 from saestudio.settings import Settings
 from saestudio.store import repo
-from saestudio.store.models import Training
+from saestudio.store.models import Checkpoint, Training
 from saestudio.training.config import TrainConfig
 
 router = APIRouter(prefix="/trainings", tags=["trainings"])
@@ -125,9 +127,29 @@ def list_trainings(
     return {"items": page.items, "total": page.total, "limit": limit, "offset": offset}
 
 
-@router.get("/{training_id}", response_model=TrainingPublic)
-def get_training(training_id: IdPath, session: SessionDep) -> Training:
-    return repo.get_training(session, training_id)
+@router.get("/{training_id}", response_model=TrainingDetail)
+def get_training(training_id: IdPath, session: SessionDep, settings: SettingsDep) -> TrainingDetail:
+    """The run, with the hyperparameters its SAEs really use (``resolved``, read from
+    each SAE's latest checkpoint)."""
+    row = repo.get_training(session, training_id)
+    detail = TrainingDetail.model_validate(row)
+    detail.resolved = _resolved(settings, repo.list_checkpoints(session, training_id))
+    return detail
+
+
+def _resolved(
+    settings: Settings, checkpoints: list[Checkpoint]
+) -> dict[str, dict[str, ResolvedValue]] | None:
+    latest = {c.sae: c for c in checkpoints}  # listed by SAE, then step: the last wins
+    out: dict[str, dict[str, ResolvedValue]] = {}
+    for sae, c in latest.items():
+        folder = (settings.data_dir / c.path).resolve()
+        # stored relative to the data dir; re-checked, a symlink may have appeared since
+        if folder.is_relative_to(settings.data_dir.resolve()):
+            found = read_resolved(folder)
+            if found is not None:
+                out[sae] = found
+    return out or None
 
 
 @router.patch("/{training_id}", response_model=TrainingPublic)

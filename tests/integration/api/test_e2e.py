@@ -93,6 +93,12 @@ def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]
         )
     )
     assert cfg["architecture"] == "topk" and cfg["d_sae"] == 64
+    # the run page's table: what the worker used, read from its last checkpoint
+    used = run["resolved"]["sae"]
+    assert used["sae.d_sae"] == {"value": 64, "source": "set"}
+    assert used["sae.d_in"] == {"value": 16, "source": "derived"}
+    assert used["lr"]["source"] == "derived" and used["lr"]["value"] > 0  # TopK: by d_sae
+    assert used["adam_beta2"]["source"] == "default"
 
 
 def test_two_workers_share_the_queue(live: tuple[TestClient, Settings]) -> None:

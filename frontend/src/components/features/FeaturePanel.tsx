@@ -18,9 +18,9 @@ function ExampleRow({ ex, max }: { ex: Example; max: number }) {
   );
 }
 
-export function FeaturePanel({ trainingId, sae, latent, onLabelled }: { trainingId: number; sae: string; latent: number; onLabelled: () => void }) {
-  const { data: rec, error, refetch } = useLatent(trainingId, sae, latent);
-  if (error) return <Panel title={`Latent ${latent}`}><p role="alert" className="text-sm text-red-300">{error}</p></Panel>;
+export function FeaturePanel({ trainingId, sae, latent }: { trainingId: number; sae: string; latent: number }) {
+  const { data: rec, error } = useLatent(trainingId, sae, latent);
+  if (error) return <Panel title={`Latent ${latent}`}><p role="alert" className="text-sm text-red-300">{error.message}</p></Panel>;
   if (!rec || rec.latent !== latent) return <Panel title={`Latent ${latent}`}><p className="text-sm text-slate-400">Loading…</p></Panel>;
   const max = rec.max_activation;
   return (
@@ -59,10 +59,10 @@ export function FeaturePanel({ trainingId, sae, latent, onLabelled }: { training
         {rec.quantiles.some((b) => b.examples.length) && (
           <section>
             <h3 className="mb-1 text-xs uppercase tracking-wide text-slate-500">By activation band</h3>
-            {[...rec.quantiles].reverse().map((band) => (
-              <details key={band.band} className="mb-1" open={band.band === 0}>
+            {[...rec.quantiles].reverse().map((band, i) => (
+              <details key={i} className="mb-1" open={(band.band ?? 0) === 0}>
                 <summary className="cursor-pointer text-sm text-slate-300">
-                  Band {band.band + 1}: {formatMetric(band.low ?? 0)} – {formatMetric(band.high ?? 0)}
+                  Band {(band.band ?? 0) + 1}: {formatMetric(band.low ?? 0)} – {formatMetric(band.high ?? 0)}
                 </summary>
                 <ul>{band.examples.map((ex, i) => <ExampleRow key={i} ex={ex} max={max} />)}</ul>
               </details>
@@ -77,10 +77,6 @@ export function FeaturePanel({ trainingId, sae, latent, onLabelled }: { training
             latent={rec.latent}
             label={rec.label ?? null}
             note={rec.note ?? null}
-            onSaved={() => {
-              refetch();
-              onLabelled();
-            }}
           />
         </section>
       </div>

@@ -5,29 +5,28 @@ import { useState } from "react";
 import { download } from "../../api/actions";
 import { Button, ErrorBanner, Panel, ProgressBar, StatusBadge } from "../ui";
 import { formatCount, formatDuration } from "../../lib/format";
-import { queueInspection, stopInspection, useInspection } from "../../hooks/useFeatures";
+import { useInspection, useInspectionAction } from "../../hooks/useFeatures";
 import { FeaturePanel } from "./FeaturePanel";
 import { LatentsTable } from "./LatentsTable";
 import { PromptBox } from "./PromptBox";
 
 export function FeaturesTab({ trainingId }: { trainingId: number }) {
-  const { data: status, error: loadError, refetch } = useInspection(trainingId);
+  const { data: status, error: loadError } = useInspection(trainingId);
+  const inspection = useInspectionAction(trainingId);
   const [sae, setSae] = useState<string | null>(null);
   const [selected, setSelected] = useState<number | null>(null);
-  const [version, setVersion] = useState(0);
   const [error, setError] = useState<string | null>(null);
 
   async function act(go: () => Promise<unknown>) {
     setError(null);
     try {
       await go();
-      refetch();
     } catch (e) {
       setError((e as Error).message);
     }
   }
 
-  if (!status) return loadError ? <ErrorBanner message={loadError} /> : <p className="text-slate-400">Loading…</p>;
+  if (!status) return loadError ? <ErrorBanner message={loadError.message} /> : <p className="text-slate-400">Loading…</p>;
   const ins = status.inspection;
   const current = sae ?? status.saes[0] ?? null;
   const done = ins?.status === "completed" && current !== null;
@@ -44,12 +43,12 @@ export function FeaturesTab({ trainingId }: { trainingId: number }) {
           <>
             {ins && <StatusBadge status={ins.status} control={ins.control} />}
             {ins && ["queued", "running"].includes(ins.status) && (
-              <Button icon={<Square className="h-4 w-4" />} onClick={() => act(() => stopInspection(trainingId))}>
+              <Button icon={<Square className="h-4 w-4" />} onClick={() => act(() => inspection.mutateAsync("stop"))}>
                 Stop
               </Button>
             )}
             {status.inspectable && (
-              <Button icon={<RefreshCw className="h-4 w-4" />} tone={ins ? "default" : "primary"} onClick={() => act(() => queueInspection(trainingId))}>
+              <Button icon={<RefreshCw className="h-4 w-4" />} tone={ins ? "default" : "primary"} onClick={() => act(() => inspection.mutateAsync("inspect"))}>
                 {ins ? "Inspect again" : "Inspect"}
               </Button>
             )}
@@ -94,9 +93,9 @@ export function FeaturesTab({ trainingId }: { trainingId: number }) {
         <>
           <div className="grid gap-4 lg:grid-cols-2">
             <Panel title="Latents">
-              <LatentsTable trainingId={trainingId} sae={current} selected={selected} onSelect={setSelected} version={version} />
+              <LatentsTable trainingId={trainingId} sae={current} selected={selected} onSelect={setSelected} />
             </Panel>
-            {selected !== null && <FeaturePanel trainingId={trainingId} sae={current} latent={selected} onLabelled={() => setVersion((v) => v + 1)} />}
+            {selected !== null && <FeaturePanel trainingId={trainingId} sae={current} latent={selected} />}
           </div>
           <PromptBox trainingId={trainingId} sae={current} onOpen={setSelected} />
         </>

@@ -2,7 +2,7 @@
 import { Save, Trash2 } from "lucide-react";
 import { useEffect, useState } from "react";
 import { Button } from "../ui";
-import { clearLabel, saveLabel } from "../../hooks/useFeatures";
+import { useLabel } from "../../hooks/useFeatures";
 
 export function LabelEditor({
   trainingId,
@@ -10,44 +10,31 @@ export function LabelEditor({
   latent,
   label,
   note,
-  onSaved,
 }: {
   trainingId: number;
   sae: string;
   latent: number;
   label: string | null;
   note: string | null;
-  onSaved: () => void;
 }) {
   const [text, setText] = useState(label ?? "");
   const [why, setWhy] = useState(note ?? "");
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const save = useLabel(trainingId, sae);
+  const { reset } = save;
   useEffect(() => {
     setText(label ?? "");
     setWhy(note ?? "");
-    setError(null);
-  }, [latent, label, note]);
-
-  async function run(go: () => Promise<unknown>) {
-    setBusy(true);
-    setError(null);
-    try {
-      await go();
-      onSaved();
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-    }
-  }
+    reset();
+  }, [latent, label, note, reset]);
+  const busy = save.isPending;
+  const error = save.error?.message ?? null;
 
   return (
     <form
       className="space-y-2"
       onSubmit={(e) => {
         e.preventDefault();
-        if (text.trim()) void run(() => saveLabel(trainingId, sae, latent, text.trim(), why));
+        if (text.trim()) save.mutate({ latent, label: text.trim(), note: why });
       }}
     >
       <input aria-label="Label" placeholder="Label, e.g. closing parenthesis" value={text} maxLength={200} onChange={(e) => setText(e.target.value)} className="w-full" />
@@ -58,7 +45,7 @@ export function LabelEditor({
           Save label
         </Button>
         {label && (
-          <Button icon={<Trash2 className="h-4 w-4" />} disabled={busy} onClick={() => void run(() => clearLabel(trainingId, sae, latent))}>
+          <Button icon={<Trash2 className="h-4 w-4" />} disabled={busy} onClick={() => save.mutate({ latent, label: null, note: "" })}>
             Clear
           </Button>
         )}

@@ -19,14 +19,11 @@ export function LatentsTable({
   sae,
   selected,
   onSelect,
-  version,
 }: {
   trainingId: number;
   sae: string;
   selected: number | null;
   onSelect: (latent: number) => void;
-  /** Bumped when a label changes: the page is fetched again. */
-  version: number;
 }) {
   const [sort, setSort] = useState<LatentSort>("density");
   const [order, setOrder] = useState<"asc" | "desc">("desc");
@@ -40,7 +37,7 @@ export function LatentsTable({
   }, [typed]);
   useEffect(() => setOffset(0), [sae, sort, order, filter, q]);
   const query: LatentQuery = { sae, sort, order, filter, q: q || undefined, limit: PAGE, offset };
-  const { data, error, loading } = useLatents(trainingId, query, version);
+  const { data, error, isFetching: loading } = useLatents(trainingId, query);
   useEffect(() => {
     if (selected === null && data?.items.length) onSelect(data.items[0].latent);
   }, [data, selected, onSelect]);
@@ -65,7 +62,7 @@ export function LatentsTable({
           <option value="labelled">Labelled</option>
         </select>
       </div>
-      {error && <p role="alert" className="text-sm text-red-300">{error}</p>}
+      {error && <p role="alert" className="text-sm text-red-300">{error.message}</p>}
       <div className="overflow-x-auto">
         <table className="w-full table-fixed text-left text-sm" aria-label="Latents">
           <thead className="text-xs uppercase text-slate-500">

@@ -4,29 +4,17 @@ import { Search } from "lucide-react";
 import { useState } from "react";
 import { Button, Panel } from "../ui";
 import { formatMetric } from "../../lib/format";
-import { searchPrompt, type PromptResult } from "../../hooks/useFeatures";
+import { usePromptSearch } from "../../hooks/useFeatures";
 import { TokenText } from "./TokenText";
 
 export function PromptBox({ trainingId, sae, onOpen }: { trainingId: number; sae: string; onOpen: (latent: number) => void }) {
   const [text, setText] = useState("");
-  const [result, setResult] = useState<PromptResult | null>(null);
   const [chosen, setChosen] = useState<number | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-
-  async function run() {
-    setBusy(true);
-    setError(null);
-    try {
-      const r = await searchPrompt(trainingId, sae, text);
-      setResult(r);
-      setChosen(r.latents[0]?.latent ?? null);
-    } catch (e) {
-      setError((e as Error).message);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const search = usePromptSearch(trainingId, sae);
+  const result = search.data ?? null;
+  const busy = search.isPending;
+  const error = search.error?.message ?? null;
+  const run = () => search.mutate(text, { onSuccess: (r) => setChosen(r.latents[0]?.latent ?? null) });
 
   const current = result?.latents.find((l) => l.latent === chosen) ?? null;
   return (
@@ -35,7 +23,7 @@ export function PromptBox({ trainingId, sae, onOpen }: { trainingId: number; sae
         className="space-y-2"
         onSubmit={(e) => {
           e.preventDefault();
-          if (text.trim()) void run();
+          if (text.trim()) run();
         }}
       >
         <textarea aria-label="Prompt" rows={3} value={text} placeholder="Type a text: see which latents fire on each token" onChange={(e) => setText(e.target.value)} className="w-full" />

@@ -37,9 +37,9 @@ class Settings(BaseSettings):
     inspect_rows: int = Field(
         8192,
         ge=0,
-        description="Rows at the end of a run's activation dataset (its held-out part) that "
-        "the worker inspects when the training completes (per-latent examples for the "
-        "Features tab); 0 = no automatic inspection.",
+        description="Rows at the end of a run's activation dataset (where the trainer holds "
+        "out its evaluation rows) that the worker inspects when the training completes "
+        "(per-latent examples for the Features tab); 0 = no automatic inspection.",
     )
     prompt_tokens: int = Field(
         512, ge=1, description="Longest text (in tokens) the prompt search runs."

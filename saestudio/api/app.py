@@ -4,7 +4,6 @@ errors mapped to HTTP codes, and a bearer token when bound beyond localhost."""
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,7 +20,7 @@ from saestudio.api import ws
 from saestudio.api.deps import SettingsDep
 from saestudio.api.routes import checkpoints, datasets, features, studio, templates, trainings
 from saestudio.api.schemas import Health
-from saestudio.settings import Settings, get_settings
+from saestudio.settings import Settings, get_settings, is_loopback
 from saestudio.store import migrate
 from saestudio.store.db import get_engine
 from saestudio.store.repo import (
@@ -33,16 +32,6 @@ from saestudio.store.repo import (
 )
 
 API_PREFIX = "/api/v1"
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and ``localhost``: only this machine can connect."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: may be reachable from elsewhere
 
 
 class BearerAuth:
@@ -100,6 +89,27 @@ async def _store_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=code)
 
 
+DESCRIPTION = """Train sparse autoencoders and transcoders; watch, control and export runs.
+
+**Path policy** — every path or name a request gives, on every route (400 whose `detail`
+starts with the field, e.g. `config.dataset: '/etc/passwd' is outside the data
+directory`, otherwise):
+
+- activation datasets, `targets`, text files (extraction and on-the-fly training) and
+  output folders resolve inside the server's data directory (`--data-dir` /
+  `SAESTUDIO_DATA_DIR`): relative paths are taken relative to it; `..`, absolute paths
+  outside it, symlinks pointing out and URL-encoded spellings (`%2e%2e%2f`) are refused;
+  accepted local paths are stored absolute;
+- `model` is a Hugging Face hub name, a folder under `DATA_DIR/models`, or a folder under
+  one of `SAESTUDIO_MODEL_ROOTS` (`:`-separated; default: the Hugging Face cache and the
+  packaged demo model);
+- dataset and template names are plain names (letters, digits, `_ . -`, space);
+- the service picks each run's folder (`out_dir`); a training body's `out` is ignored.
+
+A training that the worker would refuse at start (a sweep value, a hook the dataset or
+model lacks) is a 422 naming the field at `POST /trainings`; nothing is queued for it.
+"""
+
 health = APIRouter(tags=["health"])
 
 
@@ -135,7 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate.upgrade(settings.db_url)
         yield
 
-    app = FastAPI(title="SAE Studio", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="SAE Studio", version=__version__, lifespan=lifespan, description=DESCRIPTION
+    )
     app.state.settings = settings
     app.state.celery = None
     app.add_exception_handler(StoreError, _store_error)

@@ -1,31 +1,15 @@
-"""The packaged demo: MiniLM's layer-3 residual stream over the Python docs, and a TopK
-SAE trained on it — what a newcomer's one click (``POST /demo``) and ``make run``
+"""The studio's side of the packaged demo (:mod:`saestudio.demo`): its activation dataset
+row, registered once — what a newcomer's one click (``POST /demo``) and ``make run``
 (``saestudio serve --demo``) start."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.orm import Session
 
-from saestudio.demo import DEMO_HOOK, DEMO_NAME, DEMO_PATH, DEMO_SAE, demo_extract_config
+from saestudio.demo import DEMO_NAME, DEMO_PATH, demo_extract_config
 from saestudio.settings import Settings
 from saestudio.store import repo
 from saestudio.store.models import ActivationDataset
-
-
-def demo_training_config() -> dict[str, Any]:
-    """A TopK SAE (k 32, 1,536 latents) on the demo dataset: about 30 s on a laptop CPU."""
-    return {
-        "activations": DEMO_PATH,
-        "hook": [DEMO_HOOK],
-        "sae": dict(DEMO_SAE),
-        "steps": 600,
-        "batch_size": 512,
-        "log_every": 10,
-        "eval_every": 100,
-        "checkpoint_every": 200,
-    }
 
 
 def ensure_demo_dataset(session: Session, settings: Settings) -> tuple[ActivationDataset, bool]:

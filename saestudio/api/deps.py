@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from saestudio.jobs.celery_app import make_celery
 from saestudio.settings import Settings
 from saestudio.store.db import session_scope
+from saestudio.store.models import MAX_ID
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -47,8 +48,5 @@ def get_celery(request: Request) -> Celery:
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
-MAX_ID = 2_147_483_647
-"""Largest id a table holds (32-bit integer keys): larger ones are refused with 422, not
-passed to the database (where SQLite and PostgreSQL would raise)."""
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]

@@ -9,6 +9,8 @@ field instead of a failed job a minute later.
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,11 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from saestudio.activations.manifest import open_activation_dataset
-from saestudio.sae.config import SAEConfig
-from saestudio.sae.registry import REGISTRY, defaults_for
-from saestudio.training.config import TrainConfig, resolve
+from saestudio.sae.config import ARCHITECTURES, SAEConfig
+from saestudio.sae.defaults import defaults_for
+from saestudio.training.config import Resolved, TrainConfig, resolve
+
+log = logging.getLogger(__name__)
 
 CPU_FLOPS = 5e10
 """Sustained fp32 FLOP/s of a 2-core laptop CPU on these products (bench/RESULTS.md)."""
@@ -56,7 +60,9 @@ class TrainingPlan(BaseModel):
     resolved: dict[str, Any] | None = Field(
         description="The first SAE's hyperparameters after architecture defaults."
     )
-    estimate: Estimate | None
+    estimate: Estimate | None = Field(
+        description="Size, memory and time of all the job's SAEs together (one stream)."
+    )
 
 
 def _loc(msg: str) -> tuple[str, ...]:
@@ -70,66 +76,128 @@ def _loc(msg: str) -> tuple[str, ...]:
     return ("config",)
 
 
-def widths(cfg: TrainConfig) -> tuple[int | None, int | None]:
-    """(d_in, d_out) read from the activations (manifest or .npy header), or None when
-    the data is not on disk yet (a queued extraction, an on-the-fly model)."""
+def _name(loc: tuple[str, ...]) -> str:
+    """("config", "hook", "1") → "hook[1]": how messages name a field."""
+    return loc[1] + "".join(f"[{p}]" for p in loc[2:])
+
+
+def _missing_hook(loc: tuple[str, ...], hook: str, have: list[str]) -> ConfigProblem:
+    return ConfigProblem(
+        loc,
+        f"{_name(loc)}: {hook!r} is not in this activation dataset (it has "
+        f"{', '.join(sorted(have))})",
+    )
+
+
+def _hook_fields(cfg: TrainConfig) -> list[tuple[tuple[str, ...], str]]:
+    """(loc, hook) of every hook the job reads: each of ``hook``, then ``target_hook``."""
+    fields: list[tuple[tuple[str, ...], str]] = []
+    if len(cfg.hook) == 1:
+        fields.append((("config", "hook"), cfg.hook[0]))
+    else:
+        fields += [(("config", "hook", str(i)), h) for i, h in enumerate(cfg.hook)]
+    if cfg.target_hook:
+        fields.append((("config", "target_hook"), cfg.target_hook))
+    return fields
+
+
+@lru_cache(maxsize=32)
+def _model_widths(model: str, hooks: tuple[str, ...]) -> dict[str, int]:
+    """Each hook's width in ``model``, from its module tree on the meta device (config
+    only, no weights: milliseconds once transformers is imported). Cached: the web form
+    asks again as the user types."""
+    import torch
+
+    from saestudio.activations.extract import _probe_dims
+    from saestudio.activations.hookpoints import resolve_hook
+    from saestudio.activations.models import model_on_meta
+
+    module = model_on_meta(model)
+    points = [resolve_hook(module, h) for h in hooks]
+    return _probe_dims(module, points, torch.device("meta"))
+
+
+def hook_widths(cfg: TrainConfig) -> dict[str, int] | None:
+    """Every hook's width (``hook`` and ``target_hook``), read from the activation
+    dataset's manifest or the model's module tree; ``{"": d}`` for a plain .npy file
+    (its hooks are metadata); None when the data is not on disk yet (a queued
+    extraction). :class:`ConfigProblem` naming the hook that the data lacks."""
     if cfg.activations is None:
-        return None, None
+        assert cfg.model is not None
+        from saestudio.activations.hookpoints import HookError
+
+        fields = _hook_fields(cfg)
+        for loc, hook in fields:  # one at a time: the error names the right field
+            try:
+                _model_widths(cfg.model, (hook,))
+            except HookError as e:
+                msg = str(e).removeprefix("hooks: ")
+                raise ConfigProblem(loc, f"{_name(loc)}: {msg}") from e
+            except (OSError, ValueError) as e:  # no config for this model, or not a model
+                raise ConfigProblem(("config", "model"), f"model: {e}") from e
+            except Exception:  # a module tree that does not run on meta: the worker checks
+                log.warning("cannot check %s's hooks on the meta device", cfg.model, exc_info=True)
+                return None
+        return _model_widths(cfg.model, tuple(h for _, h in fields))
     path = Path(cfg.activations)
     if (path / "manifest.json").is_file():
         m = open_activation_dataset(path)
-        d_in = d_out = None
-        for hook, field in (
-            (cfg.hook[0] if cfg.hook else None, "hook"),
-            (cfg.target_hook, "target_hook"),
-        ):
-            if hook is None:
-                continue
+        for loc, hook in _hook_fields(cfg):
             if hook not in m.hooks:
-                raise ConfigProblem(
-                    ("config", field),
-                    f"{field}: {hook!r} is not in this activation dataset (it has "
-                    f"{', '.join(sorted(m.hooks))})",
-                )
-            if field == "hook":
-                d_in = m.hooks[hook].d
-            else:
-                d_out = m.hooks[hook].d
-        return d_in, d_out
+                raise _missing_hook(loc, hook, list(m.hooks))
+        return {name: info.d for name, info in m.hooks.items()}
     if path.suffix == ".npy" and path.is_file():
         # the header only: memory-mapped, never unpickled
-        d_in = int(np.load(path, mmap_mode="r", allow_pickle=False).shape[-1])
-        d_out = None
+        out = {"": int(np.load(path, mmap_mode="r", allow_pickle=False).shape[-1])}
         if cfg.targets and Path(cfg.targets).suffix == ".npy" and Path(cfg.targets).is_file():
-            d_out = int(np.load(cfg.targets, mmap_mode="r", allow_pickle=False).shape[-1])
-        return d_in, d_out
-    return None, None
+            out["targets"] = int(np.load(cfg.targets, mmap_mode="r", allow_pickle=False).shape[-1])
+        return out
+    return None
 
 
-def estimate(cfg: TrainConfig, sae: SAEConfig, saes: int) -> Estimate:
-    assert sae.d_in is not None and sae.d_sae is not None and sae.d_out is not None
-    d_in, d_sae, d_out, b = sae.d_in, sae.d_sae, sae.d_out, cfg.batch_size
-    params = d_in * d_sae + d_sae + d_sae * d_out + d_out
-    if sae.has_skip:
-        params += d_in * d_out
-    if sae.activation_fn == "jumprelu":
-        params += d_sae
-    if sae.uses_k:
-        # dense encoder product and its weight gradient; the decoder touches k latents
-        flops = 4 * b * d_in * d_sae + 6 * b * sae.k * d_out
-    else:
-        # encoder forward + weight grad, decoder forward + weight grad + input grad
-        flops = 2 * b * d_sae * (2 * d_in + 3 * d_out)
-    flops *= saes
-    memory = 4 * (
-        4 * params * saes  # weights, gradients, Adam m and v
-        + 4 * b * d_sae * saes  # pre-activations, latents and their gradients
-        + 3 * b * (d_in + d_out)
-        + cfg.shuffle_buffer_rows * (d_in + d_out)
-    )
+def widths(cfg: TrainConfig) -> tuple[int | None, int | None]:
+    """(d_in, d_out) of the first hook (see :func:`hook_widths`), or None when unknown."""
+    found = hook_widths(cfg)
+    if found is None:
+        return None, None
+    return _job_widths(cfg, cfg.hook[0] if cfg.hook else None, found)
+
+
+def _job_widths(
+    cfg: TrainConfig, hook: str | None, found: dict[str, int]
+) -> tuple[int, int | None]:
+    if "" in found:  # a plain file: one width, the targets' own
+        return found[""], found.get("targets")
+    assert hook is not None  # an activation dataset or on-the-fly job names its hooks
+    return found[hook], found[cfg.target_hook] if cfg.target_hook else None
+
+
+def estimate(cfg: TrainConfig, saes: list[SAEConfig], stream_width: int) -> Estimate:
+    """Size, memory and time of training every SAE in ``saes`` from one stream of rows
+    ``stream_width`` wide (all hooks, and the targets, side by side)."""
+    b = cfg.batch_size
+    params = flops = memory = 0
+    for sae in saes:
+        assert sae.d_in is not None and sae.d_sae is not None and sae.d_out is not None
+        d_in, d_sae, d_out = sae.d_in, sae.d_sae, sae.d_out
+        p = d_in * d_sae + d_sae + d_sae * d_out + d_out
+        if sae.has_skip:
+            p += d_in * d_out
+        if sae.activation_fn == "jumprelu":
+            p += d_sae
+        if sae.uses_k:
+            # dense encoder product and its weight gradient; the decoder touches k latents
+            flops += 4 * b * d_in * d_sae + 6 * b * sae.k * d_out
+        else:
+            # encoder forward + weight grad, decoder forward + weight grad + input grad
+            flops += 2 * b * d_sae * (2 * d_in + 3 * d_out)
+        params += p
+        # weights, gradients, Adam m and v; pre-activations, latents and their gradients
+        memory += 4 * (4 * p + 4 * b * d_sae)
+    memory += 4 * (3 * b * stream_width + cfg.shuffle_buffer_rows * stream_width)
     steps = cfg.total_steps
     return Estimate(
-        parameters=params * saes,
+        parameters=params,
         memory_bytes=memory,
         flops_per_step=float(flops),
         steps=steps,
@@ -139,28 +207,52 @@ def estimate(cfg: TrainConfig, sae: SAEConfig, saes: int) -> Estimate:
     )
 
 
+def _job_problem(cfg: TrainConfig, combo: dict[str, tuple[int, float]], msg: str) -> ConfigProblem:
+    """A derived job's problem, said about the sweep value that caused it when the
+    message is about a swept field (``sweep.k[1]: must be at most d_sae (64), got 4096``),
+    else about the field itself."""
+    field, sep, rest = msg.partition(": ")
+    if sep and field in combo:
+        i = combo[field][0]
+        return ConfigProblem(("config", "sweep", field, str(i)), f"sweep.{field}[{i}]: {rest}")
+    if combo and field == "k" and "d_sae" in combo:  # k checked against a swept d_sae
+        i = combo["d_sae"][0]
+        return ConfigProblem(("config", "sweep", "d_sae", str(i)), f"sweep.d_sae[{i}]: {msg}")
+    return ConfigProblem(_loc(msg), msg)
+
+
 def plan(cfg: TrainConfig) -> TrainingPlan:
-    """Check ``cfg`` against its data and describe the job; :class:`ConfigProblem` when
-    it cannot train."""
-    d_in, d_out = widths(cfg)
-    saes = max(len(cfg.hook), 1)
-    for values in cfg.sweep.values():
-        saes *= len(values)
-    if d_in is None:
-        return TrainingPlan(d_in=None, d_out=None, saes=saes, resolved=None, estimate=None)
-    try:
-        resolved = resolve(cfg, d_in, d_out)
-    except ValidationError as e:  # the SAE config re-checked with the data's widths
-        msg = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
-        raise ConfigProblem(_loc(msg), msg) from e
-    except ValueError as e:
-        raise ConfigProblem(_loc(str(e)), str(e)) from e
+    """Check every SAE the job trains against its data (each hook against the dataset's
+    hooks or the model's module tree, each sweep value after defaults and the data's
+    widths) and describe the job; :class:`ConfigProblem` naming the field when any of
+    them cannot train."""
+    found = hook_widths(cfg)
+    jobs = cfg.job_plan()
+    if found is None:
+        return TrainingPlan(d_in=None, d_out=None, saes=len(jobs), resolved=None, estimate=None)
+    resolved: list[Resolved] = []
+    for _, hook, combo in jobs:
+        values = {k: v for k, (_, v) in combo.items()}
+        job = cfg.single(hook, values, cfg.out)  # validated at construction (sweep checks)
+        d_in, d_out = _job_widths(cfg, hook, found)
+        try:
+            resolved.append(resolve(job, d_in, d_out))
+        except ValidationError as e:  # the SAE config re-checked with the data's widths
+            msg = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise _job_problem(cfg, combo, msg) from e
+        except ValueError as e:
+            raise _job_problem(cfg, combo, str(e)) from e
+    first = resolved[0]
+    if "" in found:
+        stream = found[""] + found.get("targets", 0)
+    else:
+        stream = sum(found[h] for h in {*cfg.hook, *([cfg.target_hook] if cfg.target_hook else [])})
     return TrainingPlan(
-        d_in=d_in,
-        d_out=resolved.sae.d_out,
-        saes=saes,
-        resolved=resolved.to_json(),
-        estimate=estimate(cfg, resolved.sae, saes),
+        d_in=first.sae.d_in,
+        d_out=first.sae.d_out,
+        saes=len(jobs),
+        resolved=first.to_json(),
+        estimate=estimate(cfg, [r.sae for r in resolved], stream),
     )
 
 
@@ -192,7 +284,7 @@ def architectures() -> list[ArchitectureInfo]:
     from dataclasses import asdict
 
     out = []
-    for name in REGISTRY:
+    for name in ARCHITECTURES:
         cfg = SAEConfig(architecture=name)
         fixed = name not in ("transcoder", "skip")
         out.append(

@@ -11,8 +11,9 @@ this module reads the latest checkpoint of each SAE and labels every field:
 - ``derived``: left empty and computed from other values (d_sae = expansion × d_in,
   TopK's lr scaled by d_sae, warm-up and decay from the step count, aux_k from d_out…).
 
-Nothing is stored for this: before a run's first checkpoint there is nothing resolved
-yet, and the field is null.
+Before a run's first checkpoint, :func:`planned` gives what ``resolve`` will return
+from the config and the data's widths (the same call the trainer makes); a run on the
+fly from a model has no widths on disk until it starts, and the field is null.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from saestudio.activations.store import DataError
+from saestudio.api.planning import widths
 from saestudio.sae.config import SAEConfig
 from saestudio.training.checkpoint import STATE_FILE
-from saestudio.training.config import TrainConfig
+from saestudio.training.config import TrainConfig, resolve
 
 Source = Literal["set", "default", "derived"]
 
@@ -75,7 +78,9 @@ def sources(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Resol
             scaled = path == "lr" and uses_k  # lr ∝ 1/√(d_sae / 2^14) for TopK
             counted = path == "steps" and config.get("training_tokens") is not None
             source: Source = "derived" if path in DERIVED or scaled or counted else "default"
-        elif given is None or (field is not None and given == field.default):
+        elif given is None or (
+            field is not None and given == field.get_default(call_default_factory=True)
+        ):
             source = "default"
         else:
             source = "set"
@@ -90,4 +95,19 @@ def read_resolved(folder: Path) -> dict[str, ResolvedValue] | None:
         state = json.loads((folder / STATE_FILE).read_text())
         return sources(state["config"], state["resolved"])
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def planned(config: dict[str, Any]) -> dict[str, dict[str, ResolvedValue]] | None:
+    """Per SAE label: :func:`sources` of what the trainer will resolve for a stored run
+    config, or None when the data's widths are not known here."""
+    try:
+        out = {}
+        for label, job in TrainConfig.model_validate(config).sae_jobs():
+            d_in, d_out = widths(job)
+            if d_in is None:
+                return None
+            out[label] = sources(job.model_dump(mode="json"), resolve(job, d_in, d_out).to_json())
+        return out
+    except (ValueError, OSError, DataError):  # data moved or changed since the run was queued
         return None

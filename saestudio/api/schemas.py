@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from saestudio.activations.extract import ExtractConfig
 from saestudio.api.resolved import ResolvedValue
+from saestudio.store.models import MAX_ID
 from saestudio.store.states import (
     Control,
     DatasetAction,
@@ -43,7 +44,7 @@ class _Row(BaseModel):
 class TrainingCreate(BaseModel):
     name: str | None = Field(None, max_length=200)
     config: TrainConfig
-    dataset_id: int | None = Field(None, ge=1, le=2_147_483_647)
+    dataset_id: int | None = Field(None, ge=1, le=MAX_ID)
 
 
 class TrainingUpdate(BaseModel):
@@ -86,14 +87,15 @@ class TrainingPublic(_Row):
 class TrainingDetail(TrainingPublic):
     resolved: dict[str, dict[str, ResolvedValue]] | None = Field(
         None,
-        description="Per SAE: every hyperparameter's value as the run used it (from the "
-        "latest checkpoint's state.json) and its source: set, default or derived. Null "
-        "before the first checkpoint.",
+        description="Per SAE: every hyperparameter's value as the run uses it (from the "
+        "latest checkpoint's state.json; before the first one, resolved from the config and "
+        "the data's widths) and its source: set, default or derived. Null while neither is "
+        "known (a run on the fly from a model, before its first checkpoint).",
     )
 
 
 class BulkDelete(BaseModel):
-    ids: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=1000)
 
 
 class BulkDeleted(BaseModel):

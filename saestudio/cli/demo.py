@@ -29,7 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def run_demo(out: Path, steps: int = 400) -> Path:
     from saestudio.activations.extract import extract
     from saestudio.cli.progress import ProgressCallback
-    from saestudio.demo import DEMO_HOOK, DEMO_SAE, demo_extract_config
+    from saestudio.demo import DEMO_HOOK, demo_extract_config, demo_training_config
     from saestudio.training.config import TrainConfig
     from saestudio.training.trainer import Trainer
 
@@ -39,15 +39,15 @@ def run_demo(out: Path, steps: int = 400) -> Path:
     print(f"1/2 extracting MiniLM {DEMO_HOOK} over the Python docs → {acts}")
     manifest = extract(demo_extract_config(acts))
     print(f"    {manifest.rows:,} rows × {manifest.hooks[DEMO_HOOK].d} (resumes if interrupted)")
-    cfg = TrainConfig(
-        activations=str(acts),
-        hook=[DEMO_HOOK],
-        sae=DEMO_SAE,
-        steps=steps,
-        batch_size=512,
-        out=str(out / "sae"),
-        log_every=20,
-        checkpoint_every=200,
+    studio = demo_training_config()  # the studio's demo run, in this folder
+    cfg = TrainConfig.model_validate(
+        {
+            **studio,
+            "activations": str(acts),
+            "steps": steps,
+            "out": str(out / "sae"),
+            "log_every": 20,
+        }
     )
     print(f"2/2 training a TopK SAE (k 32, 1,536 latents) on it → {cfg.out}")
     result = Trainer(cfg, [ProgressCallback()]).fit()

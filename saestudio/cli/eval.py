@@ -15,11 +15,12 @@ import math
 import tempfile
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from saestudio.sae.base import SparseAutoencoder
+    from saestudio.sae.base import SparseAutoencoder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,6 +80,8 @@ def load_sae_for_eval(path: str | Path) -> tuple[SparseAutoencoder, dict[str, An
 def _text_contexts(args: argparse.Namespace, tokenizer: Any) -> torch.Tensor:
     """``[n, context_length]`` token ids (n ≤ ``--contexts``), packed as ``extract`` packs
     them (:mod:`saestudio.activations.text_data`: BOS first, documents joined by EOS)."""
+    import torch
+
     from saestudio.activations.text_data import TextSource, iter_contexts
 
     source = TextSource(args.dataset, split=args.split, text_column=args.text_column)
@@ -96,6 +99,8 @@ def _print_table(info: dict[str, Any]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
     from saestudio.activations.downstream import evaluate_downstream
 
     for flag in ("contexts", "context_length", "batch_size"):

@@ -22,7 +22,7 @@ EXAMPLE = (
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``extract`` subcommand to ``saestudio``'s subparsers."""
-    from saestudio.activations.extract import ExtractConfig
+    from saestudio.activations.config import ExtractConfig
 
     p = subparsers.add_parser(
         "extract",
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The validated ``ExtractConfig`` of parsed flags (missing required ones are named)."""
-    from saestudio.activations.extract import ExtractConfig
+    from saestudio.activations.config import ExtractConfig
 
     return ExtractConfig.model_validate(given_fields(args, ExtractConfig))
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from saestudio.settings import Settings
 
+from saestudio.cli.preflight import add_data_dir_flag
+
 log = logging.getLogger(__name__)
 
 
@@ -20,9 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the web API (and a local job worker)",
         description="Serve the HTTP/WebSocket API on SAESTUDIO_HOST:SAESTUDIO_PORT. Unless "
         "--no-worker, also start one local worker that runs queued trainings and "
-        "extractions; it is stopped when the server exits. Binding beyond localhost "
-        "requires SAESTUDIO_API_TOKEN.",
+        "extractions; it is stopped when the server exits, and after a crash the next "
+        "start resumes at once what it was running. Binding beyond localhost requires "
+        "SAESTUDIO_API_TOKEN. A setting that cannot work (no token, an unwritable data "
+        "dir, a port in use, an unreachable database or broker) is refused with one "
+        "line naming it (exit code 2).",
     )
+    add_data_dir_flag(p)
     p.add_argument("--host", help="address to bind [default: SAESTUDIO_HOST or 127.0.0.1]")
     p.add_argument("--port", type=int, help="port [default: SAESTUDIO_PORT or 8000]")
     p.add_argument(
@@ -67,27 +73,26 @@ def ensure_demo_dataset(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from saestudio.cli.preflight import check_all, settings_from
 
-    from saestudio.api.app import create_app
-    from saestudio.settings import get_settings
-
-    settings = get_settings()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if overrides:
-        settings = settings.model_copy(update=overrides)
-    # built before the worker starts: a missing token fails fast, with nothing to clean up
-    app = create_app(settings)
+    settings = settings_from(args, host=args.host, port=args.port)
+    check_all(settings, serving=True)  # one `saestudio: error:` line, before anything starts
     if args.demo:
         ensure_demo_dataset(settings)
     worker = None
     if not args.no_worker:
-        from saestudio.jobs.embedded import start_worker
+        from saestudio.jobs.embedded import start_local_worker
 
-        worker = start_worker(settings)
+        # first, so that it boots while the API imports: it re-queues at once what the
+        # previous server's local worker left running, and resumes it
+        worker = start_local_worker(settings)
         log.info("embedded worker started (pid %s)", worker.pid)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port)
+        import uvicorn
+
+        from saestudio.api.app import create_app
+
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
     finally:
         if worker is not None:
             from saestudio.jobs.embedded import stop_worker

@@ -23,7 +23,7 @@ from saestudio.training.callbacks import TrainerCallback
 from saestudio.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from saestudio.jobs.runner import JobTiming, RunStore
+    from saestudio.jobs.contracts import JobTiming, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Heartbeat:
 
 
 class StoreCallback(TrainerCallback):
-    """Reports a training to a :class:`~saestudio.jobs.runner.RunStore` and applies the
+    """Reports a training to a :class:`~saestudio.jobs.contracts.RunStore` and applies the
     user's control requests (and a worker shutdown, ``interrupt``) to the trainer.
 
     ``progress`` (step, total_steps, eta_seconds, latest_metrics) is what the heartbeat

@@ -3,13 +3,23 @@ on the SQLite broker under the data dir — nothing to install.
 
 The worker is a real ``celery worker`` subprocess (solo pool, one job at a time), so a
 training never shares the API's process or GIL, and a crash in one leaves the other up.
+
+Restart recovery (:func:`start_local_worker`): the server holds an exclusive lock on
+``DATA_DIR/local-worker.lock`` for its lifetime, and writes its worker's name in it. A
+server that gets the lock knows the previous holder is gone (the kernel drops the lock of
+a killed process), and with it that server's local worker: the jobs that worker still
+shows as ``running`` are re-queued at once, instead of after the watchdog's stale window
+(``SAESTUDIO_JOB_STALE_AFTER_S``, 60 s), which stays for remote workers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -20,17 +30,26 @@ from saestudio.jobs.celery_app import prepare_broker
 from saestudio.settings import Settings
 
 APP_MODULE = "saestudio.jobs.celery_app"
+LOCK_FILE = "local-worker.lock"
+
+log = logging.getLogger(__name__)
+
+_held: dict[Path, int] = {}
+"""Lock file → open descriptor, kept for the life of the process (closing it would drop
+the lock)."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """``SAESTUDIO_*`` variables that make the worker's ``get_settings()`` equal
     ``settings`` (the broker spelled out, so both sides agree on the default). The API
     token stays out: the worker serves no requests."""
-    env = {
-        f"SAESTUDIO_{name.upper()}": str(value)
-        for name, value in settings.model_dump(exclude={"api_token"}).items()
-        if value is not None
-    }
+    flat: dict[str, object] = {}
+    for name, value in settings.model_dump(exclude={"api_token"}).items():
+        if isinstance(value, dict):  # a nested model (job timing): SAESTUDIO_JOB_HEARTBEAT_S
+            flat.update({f"{name}_{key}": v for key, v in value.items()})
+        else:
+            flat[name] = value
+    env = {f"SAESTUDIO_{name.upper()}": str(v) for name, v in flat.items() if v is not None}
     env["SAESTUDIO_BROKER_URL"] = settings.celery_broker
     env["SAESTUDIO_DATABASE_URL"] = settings.db_url
     return env
@@ -80,6 +99,70 @@ def start_worker(
             start_new_session=True,
             preexec_fn=_term_with_parent,
         )
+
+
+def worker_name() -> str:
+    """A fresh Celery node name, spelled out as the jobs record it (``name@host``)."""
+    return f"saestudio-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+
+def take_local_lock(data_dir: Path, name: str) -> str | None:
+    """Lock ``DATA_DIR/local-worker.lock`` for this process and write ``name`` in it.
+
+    Returns the name the previous holder wrote ("" when none), or None when another
+    live server holds the lock (then nothing is written, and its worker is not ours to
+    recover)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = (data_dir / LOCK_FILE).resolve()
+    if path in _held:  # this process holds it already (a second app in one process)
+        fd = _held[path]
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited: O_CLOEXEC
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        _held[path] = fd
+    previous = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, name.encode() + b"\n", 0)
+    return previous
+
+
+def recover_local_jobs(settings: Settings, previous: str) -> list[tuple[str, int]]:
+    """Re-queue (and enqueue) the jobs the previous server's local worker ``previous``
+    left ``running``: it died with that server."""
+    from saestudio.jobs.celery_app import make_celery
+    from saestudio.jobs.tasks import enqueue
+    from saestudio.store.jobstore import SqlJobStore
+    from saestudio.store.migrate import upgrade
+
+    upgrade(settings.db_url)  # a first start: the tables exist before anything reads them
+    found = SqlJobStore(settings.db_url, settings.data_dir).requeue_worker(previous)
+    if found:
+        celery = make_celery(settings)
+        for kind, job_id in found:
+            log.warning("%s %s: its worker %s ended with the server; resuming", kind, job_id,
+                        previous)  # fmt: skip
+            enqueue(celery, kind, job_id)
+    return [(str(kind), job_id) for kind, job_id in found]
+
+
+def start_local_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """:func:`start_worker` as ``saestudio serve``'s own local worker: take the data dir's
+    local-worker lock, re-queue what the previous server's worker left running, then
+    start a worker under the name just written in the lock."""
+    name = worker_name()
+    previous = take_local_lock(settings.data_dir, name)
+    if previous:
+        recover_local_jobs(settings, previous)
+    elif previous is None:
+        log.warning(
+            "another saestudio serve uses %s: its local worker's jobs are left to it",
+            settings.data_dir,
+        )
+    return start_worker(settings, name=name)
 
 
 def _term_with_parent() -> None:

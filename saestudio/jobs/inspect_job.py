@@ -15,49 +15,16 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from saestudio.jobs.adapter import ControlPoller, Heartbeat, JobLost, one_line
+from saestudio.jobs.contracts import InspectionJob, InspectionStore, JobTiming
 from saestudio.jobs.events import EventSink, training_channel
 
 log = logging.getLogger(__name__)
 
 LATENTS_FILE = "latents.jsonl"
 SUMMARY_FILE = "summary.json"
-
-
-class InspectionJob(NamedTuple):
-    """What one inspection reads and writes (absolute paths)."""
-
-    training_id: int
-    saes: dict[str, Path]
-    """SAE label → its SAELens folder (the run's exports)."""
-    activations: Path
-    """The activation dataset folder the run trained on."""
-    hook: str | None
-    """The dataset hook to read when the run names exactly one; else each SAE's own."""
-    rows: tuple[int, int]
-    """Dataset rows ``[start, end)``."""
-    out: Path
-    """The inspection folder: ``out/<sae>/latents.jsonl`` and ``summary.json``."""
-
-
-class InspectionStore(Protocol):
-    """What an inspection needs from the database (one row of ``inspections``); the same
-    semantics as :class:`~saestudio.jobs.runner.ExtractionStore`. Progress fields:
-    ``rows_done``, ``progress``, ``summary``."""
-
-    def get_control(self, inspection_id: int) -> str | None: ...
-
-    def set_status(self, inspection_id: int, status: str, **fields: Any) -> None: ...
-
-    def heartbeat(self, inspection_id: int, hostname: str, **progress: Any) -> bool | None: ...
-
-    def index_latents(
-        self, inspection_id: int, sae: str, records: Iterator[tuple[int, dict[str, Any]]]
-    ) -> int:
-        """Index one SAE's latents: (byte offset in latents.jsonl, record) pairs."""
-        ...
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -89,14 +56,13 @@ def run_inspection(
     events: EventSink,
     *,
     hostname: str | None = None,
-    timing: Any = None,
+    timing: JobTiming | None = None,
     interrupt: threading.Event | None = None,
 ) -> str:
     """Inspect ``job.saes`` and index the results; returns completed, cancelled, failed,
     ``interrupted`` (worker shutting down: re-queued, the caller enqueues it again) or
     ``lost`` (the store gave the job to another worker: nothing recorded)."""
     from saestudio.features import inspect_saes
-    from saestudio.jobs.runner import JobTiming
 
     timing = timing or JobTiming()
     hostname = hostname or socket.gethostname()

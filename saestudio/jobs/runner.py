@@ -1,8 +1,9 @@
 """Jobs without Celery and without a database: train or extract, reporting to a store.
 
 :func:`run_training` and :func:`run_extraction` are what the Celery tasks call; they know
-the store only through the :class:`RunStore` / :class:`ExtractionStore` protocols (the DB
-layer implements them), so they run and are tested alone.
+the store only through the :class:`~saestudio.jobs.contracts.RunStore` /
+:class:`~saestudio.jobs.contracts.ExtractionStore` protocols (the DB layer implements
+them), so they run and are tested alone.
 
 Guarantees a store can rely on:
 
@@ -22,14 +23,12 @@ import logging
 import socket
 import threading
 from pathlib import Path
-from typing import Any, Protocol
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any
 
 from saestudio.activations.extract import ExtractConfig, extract
 from saestudio.activations.manifest import Manifest
 from saestudio.jobs.adapter import ControlPoller, Heartbeat, JobLost, StoreCallback, one_line
+from saestudio.jobs.contracts import ExtractionStore, JobTiming, RunStore
 from saestudio.jobs.events import GLOBAL_CHANNEL, EventSink, dataset_channel, training_channel
 from saestudio.training import checkpoint as ckpt
 from saestudio.training.config import TrainConfig
@@ -38,107 +37,7 @@ from saestudio.training.trainer import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "CONTROLS",
-    "ExtractionStore",
-    "JobTiming",
-    "RunStore",
-    "resume_step",
-    "run_extraction",
-    "run_training",
-]
-
-CONTROLS = ("pause", "stop", "stop_and_finalize")
-"""What a user may ask of a running job (``get_control``)."""
-
-
-class RunStore(Protocol):
-    """What a training job needs from the database (one row of ``trainings``).
-
-    Ids are the rows' integer keys. Methods may be called from several threads (the
-    heartbeat runs in its own). Statuses: queued, running, paused, cancelled, completed,
-    failed (``saestudio.store.states``).
-    """
-
-    def get_control(self, training_id: int) -> str | None:
-        """The pending user request: ``pause``, ``stop``, ``stop_and_finalize`` or None."""
-        ...
-
-    def set_status(self, training_id: int, status: str, **fields: Any) -> None:
-        """Record a status and progress fields: ``step``, ``total_steps``, ``worker``,
-        ``error`` (None clears it), ``exports`` ({SAE label: SAELens folder}). Setting
-        paused, cancelled, completed or failed clears the pending control request: the
-        job has acted on it."""
-        ...
-
-    def add_metrics(self, training_id: int, lines: list[dict[str, Any]]) -> None:
-        """Store trainer lines (each has ``sae`` and ``step``; one line per (sae, step)
-        in a call, the step's training/density/eval lines merged). Upsert: a later call
-        may bring more fields for a stored (sae, step), e.g. the final evaluation."""
-        ...
-
-    def add_checkpoint(
-        self,
-        training_id: int,
-        sae: str,
-        step: int,
-        path: str,
-        is_best: bool,
-        eval_loss: float | None,
-    ) -> None:
-        """A checkpoint folder was written. Idempotent on (training, sae, step): a resumed
-        job records the checkpoint it resumes from again. ``is_best`` moves the best
-        mark. The trainer prunes old folders (best + last ``keep_checkpoints``) before
-        it reports a new one; the store then drops the rows of folders that are gone."""
-        ...
-
-    def delete_metrics_after(self, training_id: int, step: int) -> None:
-        """Drop metrics rows with a step above ``step`` (a job restarts from there)."""
-        ...
-
-    def heartbeat(self, training_id: int, hostname: str, **progress: Any) -> bool | None:
-        """The job is alive on ``hostname``; ``progress``: ``step``, ``total_steps``,
-        ``eta_seconds``, ``latest_metrics`` (the card's live numbers between flushes).
-        Return False when the job is no longer this worker's (re-queued, deleted): the
-        job then stops without writing anything more."""
-        ...
-
-
-class ExtractionStore(Protocol):
-    """What an extraction job needs from the database (one row of
-    ``activation_datasets``); the same semantics as :class:`RunStore`. Progress fields:
-    ``contexts``, ``target_contexts``, ``rows``, ``progress``, ``worker``, ``error``."""
-
-    def get_control(self, dataset_id: int) -> str | None: ...
-
-    def set_status(self, dataset_id: int, status: str, **fields: Any) -> None: ...
-
-    def heartbeat(self, dataset_id: int, hostname: str, **progress: Any) -> bool | None: ...
-
-
-class JobTiming(BaseSettings):
-    """How often a job talks to the store, and when the watchdog calls a job dead.
-    From ``SAESTUDIO_JOB_*`` environment variables."""
-
-    model_config = SettingsConfigDict(env_prefix="SAESTUDIO_JOB_", env_file=".env", extra="ignore")
-
-    flush_s: float = Field(
-        0.25,
-        ge=0,
-        description="Write buffered metrics at most this often (with the API's 0.25 s poll, "
-        "a line reaches a browser within ~0.5 s of being logged).",
-    )
-    poll_s: float = Field(0.5, ge=0, description="Read the control request at most this often.")
-    heartbeat_s: float = Field(
-        1.0,
-        gt=0,
-        description="Heartbeat period of a running job; it also carries the step, ETA and "
-        "latest metrics that job lists show live.",
-    )
-    stale_after_s: float = Field(
-        60.0, gt=0, description="A running job without a heartbeat for this long is dead."
-    )
-    watchdog_every_s: float = Field(10.0, gt=0, description="How often workers look for them.")
+__all__ = ["resume_step", "run_extraction", "run_training"]
 
 
 class _Reporter:
@@ -162,18 +61,12 @@ class _Reporter:
         self.events.publish(GLOBAL_CHANNEL, event)
 
 
-def resume_step(cfg: TrainConfig) -> int | None:
-    """The latest checkpoint step every SAE of the job reached, or None (start fresh)."""
-    common: set[int] | None = None
-    for _, job in cfg.sae_jobs():
-        root = Path(job.out) / "checkpoints"
-        steps = {
-            int(d.name.split("_")[1])
-            for d in root.glob("step_*")
-            if not d.name.endswith(".tmp") and (d / ckpt.STATE_FILE).is_file()
-        }
-        common = steps if common is None else common & steps
-    return max(common) if common else None
+def resume_step(cfg: TrainConfig, *, clean: bool = False) -> int | None:
+    """The latest checkpoint step every SAE of the job reached, or None (start fresh).
+    ``clean``: also remove leftovers of a killed write (``.tmp``, folders without
+    ``state.json``) — only for the job's owner, which is not writing one now."""
+    roots = [Path(job.out) / "checkpoints" for _, job in cfg.sae_jobs()]
+    return ckpt.latest_common_step(roots, clean=clean)
 
 
 def _record_resumed_checkpoints(
@@ -228,7 +121,7 @@ def run_training(
     try:
         with heart:
             heart.check()  # claimed by another worker meanwhile: write nothing
-            start = resume_step(cfg)
+            start = resume_step(cfg, clean=True)
             store.delete_metrics_after(training_id, start or 0)
             if start is None:  # a dead job's partial checkpoints must not rank as best
                 for _, job in cfg.sae_jobs():

@@ -1,6 +1,7 @@
 """Celery tasks (training, extraction, feature inspection, ping) and the watchdog that re-queues dead jobs.
 
-A task carries only an id; it loads the job from the store (:class:`JobStore`), claims it
+A task carries only an id; it loads the job from the store
+(:class:`~saestudio.jobs.contracts.JobStore`), claims it
 and calls the runner. The claim is what makes delivery effectively exactly-once: a
 message delivered twice (Redis redelivery, the watchdog and a redelivery both) finds the
 job claimed by a live worker, or finished, and does nothing.
@@ -24,25 +25,21 @@ import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutting_down
 
 from saestudio.jobs.celery_app import app
+from saestudio.jobs.contracts import JobKind, JobStore, JobTiming
 from saestudio.jobs.events import EventSink, make_event_sink
 from saestudio.settings import get_settings
 
 if TYPE_CHECKING:
-    from saestudio.activations.extract import ExtractConfig
-    from saestudio.jobs.inspect_job import InspectionJob, InspectionStore
-    from saestudio.jobs.runner import ExtractionStore, JobTiming, RunStore
-    from saestudio.training.config import TrainConfig
+    pass
 
 log = logging.getLogger(__name__)
 
-JobKind = Literal["training", "extraction", "inspection"]
 TRAIN_TASK = "saestudio.train"
 EXTRACT_TASK = "saestudio.extract"
 INSPECT_TASK = "saestudio.inspect"
@@ -58,55 +55,6 @@ DATASET_WAIT_S = 1.0
 
 SHUTDOWN = threading.Event()
 """Set when this worker starts a warm shutdown: the running job checkpoints and re-queues."""
-
-
-class JobStore(Protocol):
-    """What the tasks need from the database: the runners' stores, plus loading a job and
-    the atomic claims that keep two workers off one job."""
-
-    @property
-    def trainings(self) -> RunStore: ...
-
-    @property
-    def datasets(self) -> ExtractionStore: ...
-
-    @property
-    def inspections(self) -> InspectionStore: ...
-
-    def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
-        """The run's config and folder, or None when the training no longer exists."""
-        ...
-
-    def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
-        """Whether the training's activation dataset (``dataset_id``) lets it start:
-        ``("ready", None)`` (none, or completed), ``("wait", None)`` (still queued,
-        extracting or paused) or ``("failed", why)`` (failed or cancelled)."""
-        ...
-
-    def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
-        """The extraction's config (``out`` inside the data dir), or None."""
-        ...
-
-    def inspection_job(self, inspection_id: int) -> InspectionJob | None:
-        """What an inspection reads and writes (absolute paths), or None."""
-        ...
-
-    def queue_inspection(self, training_id: int, rows: int) -> int | None:
-        """Queue an inspection of a completed run over the last ``rows`` rows of its
-        activation dataset; its id, or None when the run has none to read (on-the-fly
-        runs, plain files without token ids) or ``rows`` is 0."""
-        ...
-
-    def claim(self, kind: JobKind, job_id: int, hostname: str, stale_after_s: float) -> bool:
-        """Atomically (one conditional UPDATE): if the job is ``queued``, or ``running``
-        with a heartbeat older than ``stale_after_s``, mark it ``running`` on
-        ``hostname`` with a fresh heartbeat and return True; otherwise False."""
-        ...
-
-    def claim_stale(self, stale_after_s: float) -> list[tuple[JobKind, int]]:
-        """Atomically move every ``running`` job whose heartbeat is older than
-        ``stale_after_s`` back to ``queued``; return them (the caller enqueues them)."""
-        ...
 
 
 _store_factory: Callable[[], JobStore] | None = None
@@ -152,12 +100,12 @@ def _deferred(celery: Celery, kind: JobKind, job_id: int) -> bool:
 
 @app.task(name=TRAIN_TASK, bind=True)
 def train_task(self: Task, training_id: int) -> str:
-    """Train (or resume) one run; returns its status, ``skipped`` when not claimed."""
-    from saestudio.jobs.runner import JobTiming, run_training
-
+    """Train (or resume) one run; returns its status, ``skipped`` when not claimed. The
+    claim comes before the runner (and torch) is imported: a job re-queued by a restart
+    shows ``running`` on its new worker as soon as the worker takes it."""
     if _deferred(self.app, "training", training_id):
         return "deferred"
-    store, timing, host = get_store(), JobTiming(), _hostname(self)
+    store, timing, host = get_store(), get_settings().job, _hostname(self)
     job = store.training_job(training_id)
     gate, why = store.dataset_gate(training_id) if job else ("ready", None)
     if gate == "wait":
@@ -173,6 +121,8 @@ def train_task(self: Task, training_id: int) -> str:
     if gate == "failed":
         store.trainings.set_status(training_id, "failed", error=why, worker=host)
         return "failed"
+    from saestudio.jobs.runner import run_training
+
     events = _events(str(self.app.conf.broker_url))
     status = run_training(
         training_id,
@@ -205,16 +155,17 @@ def _queue_inspection(celery: Celery, store: JobStore, training_id: int, rows: i
 
 @app.task(name=EXTRACT_TASK, bind=True)
 def extract_task(self: Task, dataset_id: int) -> str:
-    """Extract (or continue) one activation dataset; returns its status."""
-    from saestudio.jobs.runner import JobTiming, run_extraction
-
+    """Extract (or continue) one activation dataset; returns its status (claimed first,
+    as :func:`train_task`)."""
     if _deferred(self.app, "extraction", dataset_id):
         return "deferred"
-    store, timing, host = get_store(), JobTiming(), _hostname(self)
+    store, timing, host = get_store(), get_settings().job, _hostname(self)
     cfg = store.extraction_job(dataset_id)
     if cfg is None or not store.claim("extraction", dataset_id, host, timing.stale_after_s):
         log.info("extraction %s: not claimable", dataset_id)
         return "skipped"
+    from saestudio.jobs.runner import run_extraction
+
     events = _events(str(self.app.conf.broker_url))
     status = run_extraction(
         dataset_id, cfg, store.datasets, events, hostname=host, timing=timing, interrupt=SHUTDOWN
@@ -226,17 +177,17 @@ def extract_task(self: Task, dataset_id: int) -> str:
 
 @app.task(name=INSPECT_TASK, bind=True)
 def inspect_task(self: Task, inspection_id: int) -> str:
-    """Inspect every SAE of a run (one pass over its rows); returns the status."""
-    from saestudio.jobs.inspect_job import run_inspection
-    from saestudio.jobs.runner import JobTiming
-
+    """Inspect every SAE of a run (one pass over its rows); returns the status (claimed
+    first, as :func:`train_task`)."""
     if _deferred(self.app, "inspection", inspection_id):
         return "deferred"
-    store, timing, host = get_store(), JobTiming(), _hostname(self)
+    store, timing, host = get_store(), get_settings().job, _hostname(self)
     job = store.inspection_job(inspection_id)
     if job is None or not store.claim("inspection", inspection_id, host, timing.stale_after_s):
         log.info("inspection %s: not claimable", inspection_id)
         return "skipped"
+    from saestudio.jobs.inspect_job import run_inspection
+
     events = _events(str(self.app.conf.broker_url))
     status = run_inspection(
         inspection_id, job, store.inspections, events, hostname=host, timing=timing,
@@ -290,11 +241,13 @@ def watchdog(celery: Celery, timing: JobTiming, stop: threading.Event) -> None:
 
 @worker_ready.connect
 def _start_watchdog(sender: Any = None, **_: Any) -> None:
-    from saestudio.jobs.runner import JobTiming
 
     celery = getattr(sender, "app", None) or app
     threading.Thread(
-        target=watchdog, args=(celery, JobTiming(), SHUTDOWN), name="job-watchdog", daemon=True
+        target=watchdog,
+        args=(celery, get_settings().job, SHUTDOWN),
+        name="job-watchdog",
+        daemon=True,
     ).start()
 
 

@@ -39,20 +39,6 @@ class LossOutput(NamedTuple):
     out: ForwardOutput
 
 
-@dataclass(frozen=True)
-class ArchDefaults:
-    """Paper-grounded defaults of one architecture (SPEC §2.A table)."""
-
-    lr: float
-    sparsity_coefficient: float
-    sparsity_warmup_fraction: float = 0.0
-    lr_decay_fraction: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    normalize_activations: str = "none"
-
-
 @dataclass
 class LossSettings:
     """Per-step inputs to ``loss`` that the trainer owns (they change over a run)."""

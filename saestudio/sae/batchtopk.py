@@ -11,10 +11,7 @@ from saestudio.sae import sparse_ops
 from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import SAEConfig
 from saestudio.sae.sparse_ops import Active
-from saestudio.sae.topk import DEFAULTS as TOPK_DEFAULTS
 from saestudio.sae.topk import TopKSAE
-
-DEFAULTS = TOPK_DEFAULTS
 
 THRESHOLD_EMA_BETA = 0.999
 # the update count of a θ whose history is unknown (an older checkpoint, an SAELens file):

@@ -7,19 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from saestudio.sae.base import ArchDefaults, ForwardOutput, LossSettings, SparseAutoencoder
+from saestudio.sae.base import ForwardOutput, LossSettings, SparseAutoencoder
 from saestudio.sae.config import SAEConfig
-
-# Gemma Scope §3: lr 7e-5, Adam β1 = 0, ε_bandwidth 0.001, θ0 = 0.001, count-based L0
-# coefficient ~1e-3 warmed up over ~10k steps, inputs scaled to unit mean squared norm.
-DEFAULTS = ArchDefaults(
-    lr=7e-5,
-    sparsity_coefficient=1e-3,
-    sparsity_warmup_fraction=0.1,
-    adam_beta1=0.0,
-    adam_beta2=0.999,
-    normalize_activations="unit_mean_squared_norm",
-)
 
 
 def _rectangle(u: Tensor) -> Tensor:

@@ -1,53 +1,57 @@
-"""Architecture name → builder and defaults. Adding one: its own file, plus a line here."""
+"""Architecture name → builder. Adding one: its own file (the class), its defaults in
+:mod:`saestudio.sae.defaults`, plus a line here.
+
+Skip SAEs (A6) and transcoders (A7) have no class of their own: the skip path
+(``W_skip``, zero at init) and a ``d_out`` different from ``d_in`` live in the base class
+(``SparseAutoencoder``), so each is the class of its activation, built by
+:func:`build_by_activation`.
+
+- A6 skip SAE: x̂ = W_dec·z + b_dec + W_skip·x with a learned W_skip — never the seed's
+  fixed mix of the input into the output (erratum 3), which makes every reconstruction
+  metric meaningless.
+- A7 transcoder (Dunefsky et al. 2024): reads one hook (e.g. the MLP input) and
+  reconstructs another (the MLP output), trained on paired activations (erratum 4); any
+  activation, and an optional learned skip path (``skip=True``; Paulo et al. 2025). The
+  loss (``SparseAutoencoder.loss``) takes the target hook's activation.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
-from typing import NamedTuple
 
-from saestudio.sae import batchtopk, jumprelu, skip, standard, topk, transcoder
-from saestudio.sae.base import ArchDefaults, SparseAutoencoder
+from saestudio.sae import batchtopk, jumprelu, standard, topk
+from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import Activation, SAEConfig
 
-
-class ArchEntry(NamedTuple):
-    build: Callable[[SAEConfig], SparseAutoencoder]
-    defaults: ArchDefaults
-
-
-REGISTRY: dict[str, ArchEntry] = {
-    "standard": ArchEntry(standard.StandardSAE, standard.DEFAULTS),
-    "standard_anthropic": ArchEntry(standard.AnthropicSAE, standard.DEFAULTS),
-    "jumprelu": ArchEntry(jumprelu.JumpReLUSAE, jumprelu.DEFAULTS),
-    "topk": ArchEntry(topk.TopKSAE, topk.DEFAULTS),
-    "batchtopk": ArchEntry(batchtopk.BatchTopKSAE, batchtopk.DEFAULTS),
-    "skip": ArchEntry(skip.build, skip.DEFAULTS),
-    "transcoder": ArchEntry(transcoder.build, transcoder.DEFAULTS),
-}
-
-_BY_ACTIVATION: dict[str, type[SparseAutoencoder]] = {
+BY_ACTIVATION: dict[Activation, type[SparseAutoencoder]] = {
     "relu": standard.StandardSAE,
     "jumprelu": jumprelu.JumpReLUSAE,
     "topk": topk.TopKSAE,
     "batchtopk": batchtopk.BatchTopKSAE,
 }
+"""The class that implements each activation (and so each skip SAE and transcoder)."""
 
 
-def class_for_activation(activation: Activation) -> type[SparseAutoencoder]:
-    return _BY_ACTIVATION[activation]
+def build_by_activation(cfg: SAEConfig) -> SparseAutoencoder:
+    """A skip SAE or transcoder: the class of its activation (ReLU/L1 unless given)."""
+    return BY_ACTIVATION[cfg.activation_fn](cfg)
+
+
+REGISTRY: dict[str, Callable[[SAEConfig], SparseAutoencoder]] = {
+    "standard": standard.StandardSAE,
+    "standard_anthropic": standard.AnthropicSAE,
+    "jumprelu": jumprelu.JumpReLUSAE,
+    "topk": topk.TopKSAE,
+    "batchtopk": batchtopk.BatchTopKSAE,
+    "skip": build_by_activation,
+    "transcoder": build_by_activation,
+}
+"""Architecture name → builder; every name of ``SAEConfig.architecture``."""
 
 
 def build_sae(cfg: SAEConfig) -> SparseAutoencoder:
     """Build an SAE from a resolved config (d_in, d_sae, d_out known)."""
-    return REGISTRY[cfg.architecture].build(cfg)
+    return REGISTRY[cfg.architecture](cfg)
 
 
-def defaults_for(cfg: SAEConfig) -> ArchDefaults:
-    """Defaults of the architecture; skip SAEs and transcoders take the activation's
-    optimiser settings (e.g. JumpReLU's β1 = 0) and their own λ and lr."""
-    base = REGISTRY[cfg.architecture].defaults
-    if cfg.architecture in ("skip", "transcoder") and cfg.activation_fn != "relu":
-        act = REGISTRY[cfg.activation_fn].defaults
-        return replace(act, lr=base.lr if cfg.activation_fn == "jumprelu" else act.lr)
-    return base
+__all__ = ["BY_ACTIVATION", "REGISTRY", "build_by_activation", "build_sae"]

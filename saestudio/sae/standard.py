@@ -8,22 +8,11 @@ import torch
 from torch import Tensor
 
 from saestudio.sae.base import (
-    ArchDefaults,
     ForwardOutput,
     LossOutput,
     LossSettings,
     SparseAutoencoder,
     mse_sum,
-)
-
-# SAELens: lr 4e-4, λ warm-up over the first 5 % of steps, LR decay over the last 20 %.
-# λ = 5 is Anthropic's April-2024 value for inputs scaled to E‖x‖ = √d_in.
-DEFAULTS = ArchDefaults(
-    lr=4e-4,
-    sparsity_coefficient=5.0,
-    sparsity_warmup_fraction=0.05,
-    lr_decay_fraction=0.2,
-    normalize_activations="expected_average_only_in",
 )
 
 

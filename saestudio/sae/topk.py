@@ -10,7 +10,6 @@ from torch import Tensor
 
 from saestudio.sae import sparse_ops
 from saestudio.sae.base import (
-    ArchDefaults,
     ForwardOutput,
     LossOutput,
     LossSettings,
@@ -18,13 +17,6 @@ from saestudio.sae.base import (
     mse_sum,
 )
 from saestudio.sae.sparse_ops import Active
-
-# Gao et al. §2.3/§A: Adam eps 6.25e-10, lr ∝ 1/√(d_sae/2^14) (the trainer applies that
-# scaling when lr is not given), AuxK α = 1/32, k_aux = d_in/2. The base lr is 8e-4 at 16k
-# latents, 4× the paper's 2e-4: measured at batch 4096 on MiniLM residuals (d_sae 3072),
-# held-out FVU 0.077 vs 0.109 after 2M tokens and 0.061 vs 0.069 after 10M
-# (bench/RESULTS.md, "TopK learning rate").
-DEFAULTS = ArchDefaults(lr=8e-4, sparsity_coefficient=0.0, adam_eps=6.25e-10)
 
 
 def topk_activation(pre_acts: Tensor, k: int) -> Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from saestudio.store._common import dialect_insert, relative_path
@@ -135,20 +135,3 @@ def forget_checkpoints(
         session.delete(row)
     session.flush()
     return rows
-
-
-def resume_step(session: Session, training_id: int) -> int | None:
-    """The latest step at which every SAE of the run has a checkpoint (a many-SAE run
-    resumes all its SAEs from one step), or None when there is none."""
-    n_saes = select(func.count(func.distinct(Checkpoint.sae))).where(
-        Checkpoint.training_id == training_id
-    )
-    stmt = (
-        select(Checkpoint.step)
-        .where(Checkpoint.training_id == training_id)
-        .group_by(Checkpoint.step)
-        .having(func.count(func.distinct(Checkpoint.sae)) == n_saes.scalar_subquery())
-        .order_by(Checkpoint.step.desc())
-        .limit(1)
-    )
-    return session.scalar(stmt)

@@ -1,6 +1,7 @@
 """The database behind the job layer: :class:`SqlJobStore` implements the protocols of
-``saestudio.jobs`` (``JobStore``, ``RunStore``, ``ExtractionStore``) on the repository
-functions (and ``InspectionStore``). Structural typing: nothing here imports the jobs layer (imports point down).
+:mod:`saestudio.jobs.contracts` (``JobStore``, ``RunStore``, ``ExtractionStore``,
+``InspectionStore``) on the repository functions. Structural typing: nothing here imports
+the jobs layer (imports point down).
 
 Each call is one short transaction of its own, so the heartbeat thread and the training
 thread of a job never share a session. Paths cross this boundary absolute (what the
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.orm import Session
 
 from saestudio.store import checkpoints as ckpts
-from saestudio.store import datasets, inspections, metrics, trainings
+from saestudio.store import datasets, inspections, lifecycle, metrics, trainings
 from saestudio.store.db import session_scope
 from saestudio.store.models import ActivationDataset, Inspection, Training
 
@@ -79,7 +80,10 @@ class SqlRunStore(_Base):
         is_best: bool,
         eval_loss: float | None,
     ) -> None:
+        from saestudio.training.checkpoint import checkpoints  # torch: worker side only
+
         folder = Path(path)
+        complete = {self.rel(d) for d in checkpoints(folder.parent).values()}
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         with self.session() as s:
             ckpts.add_checkpoint(
@@ -93,9 +97,7 @@ class SqlRunStore(_Base):
                 size_bytes=size if folder.is_dir() else None,
             )
             # the trainer pruned older folders (best + last keep_checkpoints) just before
-            ckpts.forget_checkpoints(
-                s, int(training_id), sae, lambda rel: (self.data_dir / rel).is_dir()
-            )
+            ckpts.forget_checkpoints(s, int(training_id), sae, lambda rel: rel in complete)
 
     def delete_metrics_after(self, training_id: int, step: int) -> None:
         with self.session() as s:
@@ -185,7 +187,9 @@ class SqlJobStore(_Base):
             row = s.get(Training, int(training_id))
             if row is None:
                 return None
-            return TrainConfig.model_validate(row.config), self.data_dir / row.out_dir
+            run_dir = self.data_dir / row.out_dir
+            # the folder is stored once, as out_dir; the config carries none of its own
+            return TrainConfig.model_validate({**row.config, "out": str(run_dir)}), run_dir
 
     def dataset_gate(self, training_id: int) -> tuple[str, str | None]:
         with self.session() as s:
@@ -251,6 +255,17 @@ class SqlJobStore(_Base):
             runs = trainings.requeue_stale(s, stale_after_s)
             extractions = datasets.requeue_stale_extractions(s, stale_after_s)
             inspected = inspections.requeue_stale_inspections(s, stale_after_s)
+        found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
+        found += [("extraction", d.id) for d in extractions]
+        return found + [("inspection", i.id) for i in inspected]
+
+    def requeue_worker(self, hostname: str) -> list[tuple[JobKind, int]]:
+        """Move every ``running`` job of the (known dead) worker ``hostname`` back to
+        ``queued`` now; return them (the caller enqueues them)."""
+        with self.session() as s:
+            runs = lifecycle.requeue_worker(s, Training, hostname)
+            extractions = lifecycle.requeue_worker(s, ActivationDataset, hostname)
+            inspected = lifecycle.requeue_worker(s, Inspection, hostname)
         found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
         found += [("extraction", d.id) for d in extractions]
         return found + [("inspection", i.id) for i in inspected]

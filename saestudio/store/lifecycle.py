@@ -175,6 +175,22 @@ def requeue_stale(session: Session, model: type[J], older_than_seconds: float) -
     return moved
 
 
+def requeue_worker(session: Session, model: type[J], worker: str) -> list[J]:
+    """Move every ``running`` job owned by ``worker`` back to ``queued`` at once, without
+    waiting for its heartbeat to go stale: the caller knows that worker is gone (the
+    server's own local worker, from before a restart). Returns the jobs moved, for the
+    caller to enqueue; each move re-checks the owner, so a job another worker took
+    meanwhile stays with it."""
+    moved = []
+    owned = and_(model.status == "running", model.worker == worker)
+    for ident in session.scalars(select(model.id).where(owned).order_by(model.id)).all():
+        note = f"worker {worker} ended with the server; re-queued to resume"
+        values = {"status": "queued", "worker": None, "heartbeat_at": None, "error": note}
+        if conditional_update(session, model, ident, [owned], values):
+            moved.append(refresh(session, model, ident, _what(model)))
+    return moved
+
+
 def _plan(
     row: Training | ActivationDataset | Inspection, action: str, has_checkpoint: bool
 ) -> dict[str, Any]:

@@ -47,6 +47,10 @@ NAMING = {
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 # SQLite only auto-increments an INTEGER PRIMARY KEY; metrics ids want 64 bits on PG.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**31 - 1
+"""Largest key of the 32-bit ``Integer`` id columns (trainings, activation datasets,
+templates): the API refuses larger ids with 422 instead of passing them to the database
+(where SQLite and PostgreSQL would raise)."""
 
 
 def utcnow() -> datetime:

@@ -19,7 +19,6 @@ from saestudio.store.checkpoints import (
     delete_checkpoints_after,
     get_checkpoint,
     list_checkpoints,
-    resume_step,
 )
 from saestudio.store.datasets import (
     claim_dataset,
@@ -111,7 +110,6 @@ __all__ = [
     "request_dataset_control",
     "requeue_stale",
     "requeue_stale_extractions",
-    "resume_step",
     "set_dataset_status",
     "set_status",
     "split_line",

@@ -40,11 +40,13 @@ def create_training(
     dataset_id: int | None = None,
     parent_id: int | None = None,
 ) -> Training:
-    """A queued run for a validated config (stored as JSON exactly as given)."""
+    """A queued run for a validated config in the folder ``out_dir`` (relative to the
+    data dir; default ``config.out``). The folder is stored once, in ``out_dir``: the stored config has no
+    ``out`` (:meth:`saestudio.store.jobstore.SqlJobStore.training_job` sets it)."""
     row = Training(
         name=name,
         status="queued",
-        config=config.model_dump(mode="json"),
+        config=config.model_dump(mode="json", exclude={"out"}),
         architecture=config.sae.architecture,
         d_sae=config.sae.d_sae,
         total_steps=config.total_steps,

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +40,44 @@ class Checkpoint(NamedTuple):
 
 def step_dir(root: Path, step: int) -> Path:
     return root / f"step_{step:08d}"
+
+
+_STEP = re.compile(r"step_(\d+)")
+
+
+def checkpoints(root: Path, *, clean: bool = False) -> dict[int, Path]:
+    """The complete checkpoints in ``root`` (a run's ``checkpoints/`` folder), by step,
+    oldest first: folders named ``step_<N>`` that hold ``state.json`` (written last, just
+    before the atomic rename). Everything else named ``step_*`` — a ``.tmp`` left by a
+    kill mid-write, a folder without ``state.json``, a name that is not a step — is
+    ignored, and removed when ``clean`` (only the process that owns the run may: it is
+    not writing one now).
+
+    The one listing of a run's checkpoints: resume, pruning, the runner and the store
+    all go through it."""
+    if not root.is_dir():
+        return {}
+    found = {}
+    for d in root.glob("step_*"):
+        m = _STEP.fullmatch(d.name)
+        if m is not None and d.is_dir() and not d.is_symlink() and (d / STATE_FILE).is_file():
+            found[int(m.group(1))] = d
+        elif clean:
+            if d.is_dir() and not d.is_symlink():
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                d.unlink(missing_ok=True)
+    return dict(sorted(found.items()))
+
+
+def latest_common_step(roots: Iterable[Path], *, clean: bool = False) -> int | None:
+    """The latest step at which every one of ``roots`` holds a complete checkpoint (a
+    many-SAE job resumes all its SAEs from one step), or None."""
+    common: set[int] | None = None
+    for root in roots:
+        steps = set(checkpoints(root, clean=clean))
+        common = steps if common is None else common & steps
+    return max(common) if common else None
 
 
 def _flatten_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -96,11 +136,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / STATE_FILE).is_file():
         return p
     for root in (p / "checkpoints", p):
-        found = (
-            sorted(d for d in root.glob("step_*") if (d / STATE_FILE).is_file())
-            if root.is_dir()
-            else []
-        )
+        found = list(checkpoints(root).values())
         if found:
             return found[-1]
     raise FileNotFoundError(f"resume: no checkpoint found in {p}")
@@ -136,10 +172,11 @@ def update_best(root: Path, step: int, eval_loss: float) -> bool:
 
 
 def prune(root: Path, keep_last: int) -> list[Path]:
-    """Delete all but the best checkpoint and the last ``keep_last``; returns what was removed."""
+    """Delete all but the best checkpoint and the last ``keep_last`` (and any leftover
+    ``.tmp`` or incomplete folder); returns the checkpoints removed."""
     best = read_best(root)
     keep_best = best["path"] if best else None
-    ckpts = sorted(d for d in root.glob("step_*") if d.is_dir() and not d.name.endswith(".tmp"))
+    ckpts = list(checkpoints(root, clean=True).values())
     removed = []
     for d in ckpts[:-keep_last] if keep_last else ckpts:
         if d.name != keep_best:
@@ -149,14 +186,18 @@ def prune(root: Path, keep_last: int) -> list[Path]:
 
 
 def drop_after(root: Path, step: int) -> None:
-    """Remove checkpoints newer than ``step`` (a resume from an older one supersedes them)."""
-    for d in root.glob("step_*"):
-        if d.is_dir() and int(d.name.split("_")[1].split(".")[0]) > step:
+    """Remove checkpoints newer than ``step`` (a resume from an older one supersedes them)
+    and any leftover ``.tmp`` or incomplete folder; re-pick the best among the rest."""
+    kept = {}
+    for n, d in checkpoints(root, clean=True).items():
+        if n > step:
             shutil.rmtree(d)
+        else:
+            kept[n] = d
     best = read_best(root)
     if best and best["step"] > step:
         (root / BEST_FILE).unlink()
-        for d in sorted(root.glob("step_*")):
+        for n, d in kept.items():
             loss = json.loads((d / STATE_FILE).read_text()).get("eval_loss")
             if loss is not None:
-                update_best(root, int(d.name.split("_")[1]), loss)
+                update_best(root, n, loss)

@@ -12,10 +12,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from saestudio.sae.config import SAEConfig
-from saestudio.sae.registry import defaults_for
+from saestudio.sae.defaults import defaults_for
 
 SWEEPABLE = ("k", "d_sae", "expansion_factor", "sparsity_coefficient", "lr", "l0_target")
 SAE_SWEEPABLE = ("k", "d_sae", "expansion_factor")
@@ -230,6 +237,9 @@ class TrainConfig(BaseModel):
                 raise ValueError(f"cannot sweep {key!r}; sweepable: {', '.join(SWEEPABLE)}")
             if not vals:
                 raise ValueError(f"{key}: give at least one value")
+            for i, v in enumerate(vals):
+                if key in SAE_SWEEPABLE and v != int(v):
+                    raise ValueError(f"sweep.{key}[{i}]: must be a whole number, got {v:g}")
         return value
 
     @model_validator(mode="after")
@@ -262,34 +272,73 @@ class TrainConfig(BaseModel):
             raise ValueError("l0_target: only JumpReLU SAEs have an L0 target mode")
         if self.shuffle_block_rows > self.shuffle_buffer_rows:
             raise ValueError("shuffle_block_rows: must not exceed shuffle_buffer_rows")
+        self._check_sweep_values()
         return self
+
+    def _check_sweep_values(self) -> None:
+        """Every sweep value, alone and in each combination, must make a config the
+        validators accept (a worker would refuse it at start otherwise); the message
+        names the value, e.g. ``sweep.k[1]: must be at most d_sae (64), got 4096``."""
+        if not self.sweep:
+            return
+        checks: list[tuple[str, dict[str, float]]] = [
+            (f"sweep.{key}[{i}]", {key: v}) for key, vals in self.sweep.items()
+            for i, v in enumerate(vals)
+        ]  # fmt: skip
+        if len(self.sweep) > 1:
+            for combo in self.sweep_combos():
+                name = ", ".join(f"sweep.{k}[{i}]" for k, (i, _) in combo.items())
+                checks.append((name, {k: v for k, (_, v) in combo.items()}))
+        hook = self.hook[0] if self.hook else None
+        for name, values in checks:
+            try:
+                self.single(hook, values, self.out)
+            except ValidationError as e:
+                raise ValueError(f"{name}: {sweep_error(e, values)}") from None
+
+    def sweep_combos(self) -> list[dict[str, tuple[int, float]]]:
+        """Every sweep combination, key → (index in ``sweep[key]``, value), in a stable
+        order (the first key varies slowest)."""
+        combos: list[dict[str, tuple[int, float]]] = [{}]
+        for key, vals in self.sweep.items():
+            combos = [{**c, key: (i, v)} for c in combos for i, v in enumerate(vals)]
+        return combos
+
+    def single(self, hook: str | None, combo: dict[str, float], out: str) -> TrainConfig:
+        """The one-SAE config for ``hook`` with the sweep values ``combo``, built through
+        the validators (ValidationError when a value cannot train alone)."""
+        data = self.model_dump()
+        data["sae"].update({k: int(v) for k, v in combo.items() if k in SAE_SWEEPABLE})
+        data.update({k: v for k, v in combo.items() if k not in SAE_SWEEPABLE})
+        data.update(hook=[hook] if hook else [], sweep={}, out=out)
+        return TrainConfig.model_validate(data)
+
+    def job_plan(self) -> list[tuple[str, str | None, dict[str, tuple[int, float]]]]:
+        """(label, hook, combo) of every SAE the job trains: one per hook × sweep
+        combination, in the order :meth:`sae_jobs` returns them. The label is empty for
+        the one SAE of a job without sweep or second hook (it trains in ``out`` itself)."""
+        hooks: list[str | None] = list(self.hook) or [None]
+        out = []
+        for hook in hooks:
+            for combo in self.sweep_combos():
+                parts = ([hook] if len(hooks) > 1 and hook else []) + [
+                    f"{k}={v:g}" for k, (_, v) in combo.items()
+                ]
+                out.append(("_".join(parts), hook, combo))
+        return out
 
     def sae_jobs(self) -> list[tuple[str, TrainConfig]]:
         """One (label, single-SAE config) per hook × sweep value, in a stable order.
 
-        Each derived config is exactly what training that SAE alone would take, so a
-        many-SAE job and separate runs with the same seed give the same SAEs.
+        Each derived config is exactly what training that SAE alone would take (built
+        through the validators, so every job a worker runs was checked), and a many-SAE
+        job and separate runs with the same seed give the same SAEs.
         """
-        hooks: list[str | None] = list(self.hook) or [None]
-        combos: list[dict[str, float]] = [{}]
-        for key, vals in self.sweep.items():
-            combos = [{**c, key: v} for c in combos for v in vals]
         jobs = []
-        for hook in hooks:
-            for combo in combos:
-                parts = ([hook] if len(hooks) > 1 and hook else []) + [
-                    f"{k}={v:g}" for k, v in combo.items()
-                ]
-                label = "_".join(parts)
-                sae_upd = {k: int(v) for k, v in combo.items() if k in SAE_SWEEPABLE}
-                upd: dict[str, Any] = {k: v for k, v in combo.items() if k not in SAE_SWEEPABLE}
-                upd.update(
-                    hook=[hook] if hook else [],
-                    sweep={},
-                    sae=self.sae.model_copy(update=sae_upd),
-                    out=str(Path(self.out) / label) if label else self.out,
-                )
-                jobs.append((label or "sae", self.model_copy(update=upd)))
+        for label, hook, combo in self.job_plan():
+            out = str(Path(self.out) / label) if label else self.out
+            values = {k: v for k, (_, v) in combo.items()}
+            jobs.append((label or "sae", self.single(hook, values, out)))
         return jobs
 
     @property
@@ -297,6 +346,21 @@ class TrainConfig(BaseModel):
         if self.training_tokens is not None:
             return math.ceil(self.training_tokens / self.batch_size)
         return self.steps or 2000
+
+
+def sweep_error(e: ValidationError, values: dict[str, float]) -> str:
+    """The first problem of a derived config, said about the swept value: the trainer's
+    own messages lead with the field (``k: must be ...``), which the caller's name
+    replaces; pydantic's get the value appended."""
+    err = e.errors()[0]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    field, sep, rest = msg.partition(": ")
+    if sep and field in values:
+        return rest
+    loc = ".".join(str(p) for p in err["loc"])
+    key = str(err["loc"][-1]) if err["loc"] else ""
+    got = f", got {values[key]:g}" if key in values else ""
+    return f"{msg}{got}" if key in values else f"{loc}: {msg}" if loc else msg
 
 
 @dataclass(frozen=True)

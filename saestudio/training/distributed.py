@@ -39,7 +39,7 @@ import torch
 import torch.distributed as tdist
 from torch import Tensor
 
-from saestudio.training.metrics import latent_metrics, reconstruction_metrics
+from saestudio.training.metrics import metric_sums, metrics_from_sums, reconstruction_metrics
 
 ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
@@ -223,34 +223,16 @@ class Dist:
         return dict(zip(names, packed, strict=True))
 
     def reconstruction_metrics(self, target: Tensor, x_hat: Tensor, z: Tensor) -> dict[str, Tensor]:
-        """SPEC §3 metrics of the global batch, from sums reduced across the ranks."""
+        """SPEC §3 metrics of the global batch, from sums reduced across the ranks (in
+        float64: the sums of many ranks' rows)."""
         if not self.active:
             return reconstruction_metrics(target, x_hat, z)
-        target, x_hat = target.double(), x_hat.double()
+        target = target.double()
         n, d = target.shape
-        mean = self.batch_mean(target)  # global per-dimension mean x̄
-        err = (target - x_hat).pow(2)
-        latent = latent_metrics(z)  # this rank's means (z dense or sparse COO)
-        sums = torch.stack(
-            [
-                err.sum(),
-                (target - mean).pow(2).sum(),
-                latent["l0"].double() * n,
-                latent["l1"].double() * n,
-            ]
-        )
+        # x̄ is the global per-dimension mean, so Σ‖x − x̄‖² adds up across the ranks
+        sums = metric_sums(target, x_hat.double(), z, self.batch_mean(target))
         tdist.all_reduce(sums)
-        rows = n * self.world_size
-        sq, var, l0, l1 = sums.unbind()
-        fvu = sq / var.clamp_min(1e-12)
-        return {
-            "mse": sq / rows,
-            "mse_per_element": sq / (rows * d),
-            "fvu": fvu,
-            "explained_variance": 1 - fvu,
-            "l0": l0 / rows,
-            "l1": l1 / rows,
-        }
+        return metrics_from_sums(sums, n * self.world_size, d)
 
 
 SINGLE = Dist()

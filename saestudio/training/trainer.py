@@ -118,15 +118,10 @@ class Trainer:
             found = [ckpt.load_checkpoint(resume)]
         else:
             roots = [resume / run.label / "checkpoints" for run in self.runs]
-            common = set.intersection(
-                *(
-                    {d.name for d in root.glob("step_*") if (d / ckpt.STATE_FILE).is_file()}
-                    for root in roots
-                )
-            )
-            if not common:
+            step = ckpt.latest_common_step(roots)
+            if step is None:
                 raise FileNotFoundError(f"resume: no step that every SAE reached in {resume}")
-            found = [ckpt.load_checkpoint(root / max(common)) for root in roots]
+            found = [ckpt.load_checkpoint(ckpt.step_dir(root, step)) for root in roots]
         steps = {run.restore(c) for run, c in zip(self.runs, found, strict=True)}
         self.step = steps.pop()
         self.dist.barrier()  # every rank has read its files before rank 0 prunes

@@ -259,6 +259,10 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     retry_card.wait_for(state="detached")
     assert httpx.get(f"{studio}/api/v1/trainings/{retry_id}").status_code == 404
     assert card(page, "demo topk").is_visible() and card(page, "form topk").is_visible()
+    # both finished while this page was not shown: their buttons are a finished run's
+    for name in ("demo topk", "form topk"):
+        expect(card(page, name).get_by_role("button", name=f"Download SAE {name}")).to_be_visible()
+        expect(card(page, name).get_by_role("button", name=f"Pause {name}")).to_have_count(0)
     shoot(page, "runs")
     assert errors == [], errors
 

@@ -270,8 +270,9 @@ def test_worker_runs_num_devices_as_torchrun_job(acts: Path, tmp_path: Path) -> 
     resume to completion — the same SAE and rows as a single-process run."""
     from jobs_doubles import MemoryStore
 
+    from saestudio.jobs.contracts import JobTiming
     from saestudio.jobs.events import MemoryEventSink
-    from saestudio.jobs.runner import JobTiming, resume_step, run_training
+    from saestudio.jobs.runner import resume_step, run_training
 
     ref = tmp_path / "ref"
     train(_job(acts, ref))

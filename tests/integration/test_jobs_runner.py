@@ -26,9 +26,10 @@ from safetensors.torch import load_file
 from saestudio.activations.extract import ExtractConfig
 from saestudio.activations.synthetic import make_ground_truth
 from saestudio.jobs.celery_app import make_celery
+from saestudio.jobs.contracts import JobTiming
 from saestudio.jobs.embedded import start_worker, stop_worker
 from saestudio.jobs.events import MemoryEventSink, make_event_sink, training_channel
-from saestudio.jobs.runner import JobTiming, resume_step, run_extraction, run_training
+from saestudio.jobs.runner import resume_step, run_extraction, run_training
 from saestudio.jobs.tasks import PING_TASK, enqueue
 from saestudio.settings import Settings
 from saestudio.training import TrainConfig, Trainer

@@ -4,6 +4,7 @@ completes with every metric line stored once and its checkpoints and export reco
 
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from saestudio.store import repo
 from saestudio.store.db import session_scope
 from saestudio.store.jobstore import SqlJobStore
 from saestudio.store.models import ActivationDataset, Training, utcnow
+from saestudio.training import checkpoint as ckpt
 from saestudio.training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
@@ -104,3 +106,43 @@ def test_job_store_requeues_dead_jobs_once_and_loads_extractions(
     assert store.training_job(10**9) is None
     with pytest.raises(ValueError, match="outside the data dir"):
         store.trainings.add_checkpoint(tid, "sae", 1, "/elsewhere/step_1", False, None)
+
+
+def test_store_lists_complete_checkpoints_only(
+    db_url: str, small_acts: Path, tmp_path: Path
+) -> None:
+    """A paused run whose folder gained leftovers (a .tmp with state.json, a folder
+    without it): the resumed job starts from the last complete checkpoint, and the store
+    keeps rows only for complete folders."""
+    store = SqlJobStore(db_url, tmp_path)
+    with session_scope(db_url) as s:
+        tid = repo.create_training(s, tiny(small_acts), name="job").id
+    assert store.claim("training", tid, "w1", 60)
+    with session_scope(db_url) as s:
+        repo.request_control(s, tid, "pause")
+    job = store.training_job(tid)
+    assert job is not None
+    run_training(
+        tid, job[0], job[1], store.trainings, MemoryEventSink(), hostname="w1", timing=FAST
+    )
+    root = job[1] / "checkpoints"
+    with session_scope(db_url) as s:
+        paused = repo.get_training(s, tid).step
+        repo.request_control(s, tid, "resume")
+    last = ckpt.step_dir(root, paused)
+    shutil.copytree(last, root / "step_00000059.tmp")
+    (root / "step_00000058").mkdir()
+    # a row for a folder that lost its state.json (a hand-copied run, a full disk)
+    store.trainings.add_checkpoint(tid, "sae", 58, str(root / "step_00000058"), False, None)
+    assert store.claim("training", tid, "w2", 60)
+    status = run_training(
+        tid, job[0], job[1], store.trainings, MemoryEventSink(), hostname="w2", timing=FAST
+    )
+    assert status == "completed"
+    with session_scope(db_url) as s:
+        rows = repo.list_checkpoints(s, tid)
+        assert {tmp_path / c.path for c in rows} == set(ckpt.checkpoints(root).values())
+        assert 58 not in {c.step for c in rows}
+        train = repo.metrics(s, tid, kind="train")
+        assert [r.step for r in train] == list(range(5, 61, 5))
+    assert not (root / "step_00000059.tmp").exists() and not (root / "step_00000058").exists()

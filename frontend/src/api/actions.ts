@@ -2,6 +2,7 @@
 import { type QueryClient, useMutation, useQueryClient } from "@tanstack/react-query";
 import type { RunAction } from "../lib/actions";
 import { ApiError, api, call, describeError, TOKEN_KEY, type Training } from "./client";
+import { update } from "./cache";
 import { keys } from "./queries";
 
 /** Save a file the API serves (with the token header, which a plain link cannot send). */
@@ -58,7 +59,7 @@ export function useRunAction() {
     mutationFn: ({ training, action }: { training: Training; action: RunAction }) => runAction(training, action),
     onSuccess: (updated, { training, action }) => {
       if (action === "delete") {
-        qc.setQueryData<Training[]>(keys.trainings, (prev) => prev?.filter((t) => t.id !== training.id));
+        update<Training[]>(qc, keys.trainings, (list) => list.filter((t) => t.id !== training.id));
         qc.removeQueries({ queryKey: keys.training(training.id) });
       } else if (updated) {
         putTraining(qc, updated);
@@ -69,9 +70,7 @@ export function useRunAction() {
 
 /** A run the API just returned: replace its entries, or list it first if new. */
 export function putTraining(qc: QueryClient, t: Training): void {
-  qc.setQueryData<Training[]>(keys.trainings, (prev) =>
-    prev?.some((r) => r.id === t.id) ? prev.map((r) => (r.id === t.id ? t : r)) : prev && [t, ...prev],
-  );
+  update<Training[]>(qc, keys.trainings, (list) => (list.some((r) => r.id === t.id) ? list.map((r) => (r.id === t.id ? t : r)) : [t, ...list]));
   // the detail adds `resolved`: keep it, the row's fields are newer
-  qc.setQueryData<Training>(keys.training(t.id), (prev) => (prev ? { ...prev, ...t } : prev));
+  update<Training>(qc, keys.training(t.id), (prev) => ({ ...prev, ...t }));
 }

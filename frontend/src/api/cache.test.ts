@@ -80,6 +80,19 @@ describe("live events in the query cache", () => {
     expect(qc.getQueryData<Training[]>(keys.trainings)!.map((t) => t.id)).toEqual([2]);
   });
 
+  it("a list nobody watched while runs changed is read anew when a page shows it", async () => {
+    const server = { rows: [run({ status: "running", d_sae: 64, step: 10, actions: ["pause", "stop", "stop_and_finalize"] })] };
+    const qc = new QueryClient();
+    qc.setQueryDefaults(keys.trainings, { queryFn: async () => server.rows.map((r) => ({ ...r })) });
+    await qc.fetchQuery({ queryKey: keys.trainings }); // listed, then the user went to another page
+    server.rows = [run({ status: "completed", d_sae: 64, step: 600, actions: ["download", "retry", "delete"] })];
+    applyJobEvent(qc, snap({ status: "completed", step: 600, progress: 1 }));
+    applyJobEvent(qc, snap({ status: "completed", step: 600, progress: 1, latest_metrics: { loss: 1 } }));
+    new QueryObserver(qc, { queryKey: keys.trainings, staleTime: 30_000 }).subscribe(() => {}); // back on the runs page
+    await settle();
+    expect(qc.getQueryData<Training[]>(keys.trainings)![0].actions).toEqual(["download", "retry", "delete"]);
+  });
+
   it("a reconnect's repeated lines are dropped", () => {
     const line = (step: number, kind = "train") => ({ step, sae: "sae", kind, metrics: { loss: 1 } });
     const rows = addRows(addRows([], [line(10), line(20)]), [line(20), line(20, "eval"), line(30)]);

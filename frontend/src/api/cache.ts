@@ -88,44 +88,64 @@ const refetch = (qc: QueryClient, queryKey: readonly unknown[]) =>
   // one refetch at a time per entry: a burst of events does not queue a burst of GETs
   void qc.invalidateQueries({ queryKey, exact: true }, { cancelRefetch: false });
 
+/** Whether a page shows this entry now. An entry nobody watches is only marked stale
+ * (a later setQueryData would mark it fresh again and hide the change): the page that
+ * mounts it next reads it anew. */
+const watched = (qc: QueryClient, queryKey: readonly unknown[]) =>
+  (qc.getQueryCache().find({ queryKey, exact: true })?.getObserversCount() ?? 0) > 0;
+
+/** Apply `change` to a watched entry (and refetch it when `stale` says the change
+ * implies more than it carries); an unwatched one is just invalidated. Live events,
+ * and API answers written into entries another page may hold, go through here. */
+export function update<T>(qc: QueryClient, queryKey: readonly unknown[], change: (prev: T) => T, stale: (prev: T) => boolean = () => false): void {
+  const prev = qc.getQueryData<T>(queryKey);
+  if (prev === undefined) return;
+  if (!watched(qc, queryKey)) return void qc.invalidateQueries({ queryKey, exact: true, refetchType: "none" });
+  const again = stale(prev);
+  qc.setQueryData<T>(queryKey, change(prev));
+  if (again) refetch(qc, queryKey);
+}
+
 /** Fold a run's live fields into its list entry and its detail entry. */
 export function applyTrainingLive(qc: QueryClient, id: number, s: Live): void {
-  const list = qc.getQueryData<Training[]>(keys.trainings);
-  const listed = list?.find((t) => t.id === id);
-  if (list && !listed) refetch(qc, keys.trainings); // created elsewhere: list it
-  if (listed) {
-    if (staleAfter(listed, s)) refetch(qc, keys.trainings);
-    qc.setQueryData<Training[]>(keys.trainings, (prev) => prev?.map((t) => (t.id === id ? mergeTraining(t, s) : t)));
-  }
-  const detail = qc.getQueryData<Training>(keys.training(id));
-  if (detail) {
-    if (staleAfter(detail, s)) refetch(qc, keys.training(id));
-    qc.setQueryData<Training>(keys.training(id), mergeTraining(detail, s));
-  }
+  update<Training[]>(
+    qc,
+    keys.trainings,
+    (list) => list.map((t) => (t.id === id ? mergeTraining(t, s) : t)),
+    (list) => {
+      const listed = list.find((t) => t.id === id);
+      return !listed || staleAfter(listed, s); // not listed: created elsewhere
+    },
+  );
+  update<Training>(qc, keys.training(id), (t) => mergeTraining(t, s), (t) => staleAfter(t, s));
 }
 
 /** One /ws/events message into the cache. */
 export function applyJobEvent(qc: QueryClient, msg: JobEvent): void {
   if (msg.type === "deleted") {
     if (msg.kind === "training") {
-      qc.setQueryData<Training[]>(keys.trainings, (prev) => prev?.filter((t) => t.id !== msg.id));
+      update<Training[]>(qc, keys.trainings, (list) => list.filter((t) => t.id !== msg.id));
       qc.removeQueries({ queryKey: keys.training(msg.id) });
     } else {
-      qc.setQueryData<Dataset[]>(keys.datasets, (prev) => prev?.filter((d) => d.id !== msg.id));
+      update<Dataset[]>(qc, keys.datasets, (list) => list.filter((d) => d.id !== msg.id));
     }
   } else if (msg.type === "training") {
     applyTrainingLive(qc, msg.id, msg);
   } else {
-    const list = qc.getQueryData<Dataset[]>(keys.datasets);
-    const known = list?.find((d) => d.id === msg.id);
-    // new, or its status changed (actions; a finished one's manifest holds the stats)
-    if (list && (!known || known.status !== msg.status || known.control !== msg.control)) refetch(qc, keys.datasets);
-    qc.setQueryData<Dataset[]>(keys.datasets, (prev) =>
-      prev?.map((d) =>
-        d.id === msg.id
-          ? { ...d, status: msg.status, control: msg.control, progress: msg.progress, error: msg.error, contexts: msg.contexts ?? d.contexts, rows: msg.rows ?? d.rows }
-          : d,
-      ),
+    update<Dataset[]>(
+      qc,
+      keys.datasets,
+      (list) =>
+        list.map((d) =>
+          d.id === msg.id
+            ? { ...d, status: msg.status, control: msg.control, progress: msg.progress, error: msg.error, contexts: msg.contexts ?? d.contexts, rows: msg.rows ?? d.rows }
+            : d,
+        ),
+      // new, or its status changed (actions; a finished one's manifest holds the stats)
+      (list) => {
+        const known = list.find((d) => d.id === msg.id);
+        return !known || known.status !== msg.status || known.control !== msg.control;
+      },
     );
   }
 }

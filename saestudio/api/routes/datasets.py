@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, SessionDep, SettingsDep
-from saestudio.api.paths import inside, is_local_dataset, refuse, safe_name
+from saestudio.api.paths import (
+    PATH_REFUSED,
+    folder_below,
+    model_source,
+    safe_name,
+    text_source,
+)
 from saestudio.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -27,24 +32,25 @@ from saestudio.store.models import ActivationDataset
 router = APIRouter(prefix="/activation-datasets", tags=["activation-datasets"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DatasetPublic,
+    responses=PATH_REFUSED,
+)
 def create_dataset(
     body: DatasetCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> ActivationDataset:
-    """Queue an extraction into ``out`` (inside the data dir) and send its task. A local
-    text ``dataset`` must lie inside the data dir too; hub ids and ``demo:`` pass."""
+    """Queue an extraction into ``out`` and send its task. Paths follow the path policy
+    (:mod:`saestudio.api.paths`, 400 naming the field): ``out`` a folder below the data
+    dir, a local text ``dataset`` inside it (hub ids and ``demo:`` pass), ``model`` a hub
+    name or a folder under the model roots."""
     name = safe_name(body.name)
     config: dict[str, Any] = body.config.model_dump(mode="json")
-    path = inside(settings.data_dir, body.config.out, "out")
-    if path == ".":
-        raise refuse("out", body.config.out, "must be a folder below the data directory")
+    path = folder_below(settings, body.config.out, "config.out")
     config["out"] = path
-    if is_local_dataset(body.config.dataset, settings.data_dir):
-        local = inside(settings.data_dir, body.config.dataset, "dataset")
-        if not (settings.data_dir / local).exists() and Path(body.config.dataset).exists():
-            # the worker would read the file of that name outside the data dir
-            raise refuse("dataset", body.config.dataset, "is outside the data directory")
-        config["dataset"] = str(settings.data_dir / local)
+    config["dataset"] = text_source(settings, body.config.dataset, "config.dataset")
+    config["model"] = model_source(settings, body.config.model, "config.model")
     row = repo.create_dataset(session, config, name=name, path=path)
     # commit first: a worker that receives the task must find the row
     session.commit()

@@ -6,11 +6,12 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from saestudio.api.demo import demo_training_config, ensure_demo_dataset
+from saestudio.api.demo import ensure_demo_dataset
 from saestudio.api.deps import CeleryDep, SessionDep, SettingsDep
 from saestudio.api.planning import ArchitectureInfo, architectures
 from saestudio.api.routes.trainings import confined_config, new_run
 from saestudio.api.schemas import DatasetPublic, TrainingPublic
+from saestudio.demo import demo_training_config
 from saestudio.jobs.tasks import enqueue
 from saestudio.training.config import TrainConfig
 

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from saestudio.api.deps import MAX_ID, IdPath, SessionDep, SettingsDep
-from saestudio.api.paths import safe_name
+from saestudio.api.paths import PATH_REFUSED, safe_name
 from saestudio.api.schemas import (
     BulkDelete,
     ImportResult,
@@ -64,7 +64,7 @@ def _import(session: Session, items: list[TemplateCreate]) -> ImportResult:
     return ImportResult(created=created, skipped=skipped)
 
 
-@router.post("/import", response_model=ImportResult)
+@router.post("/import", response_model=ImportResult, responses=PATH_REFUSED)
 async def import_templates(
     request: Request, session: SessionDep, settings: SettingsDep
 ) -> ImportResult:
@@ -82,7 +82,12 @@ async def import_templates(
     return await run_in_threadpool(_import, session, items)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TemplatePublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TemplatePublic,
+    responses=PATH_REFUSED,
+)
 def create_template(body: TemplateCreate, session: SessionDep) -> TrainingTemplate:
     """409 when the name is taken."""
     return repo.create_template(
@@ -110,7 +115,7 @@ def get_template(template_id: IdPath, session: SessionDep) -> TrainingTemplate:
     return repo.get_template(session, template_id)
 
 
-@router.patch("/{template_id}", response_model=TemplatePublic)
+@router.patch("/{template_id}", response_model=TemplatePublic, responses=PATH_REFUSED)
 def update_template(
     template_id: IdPath, body: TemplateUpdate, session: SessionDep
 ) -> TrainingTemplate:

@@ -4,6 +4,7 @@ metrics. Each route is a few repository calls; paths are confined by
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -14,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from saestudio.activations.store import DataError
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, IdQuery, SessionDep, SettingsDep
-from saestudio.api.paths import inside, slug
+from saestudio.api.paths import PATH_REFUSED, data_path, model_source, slug, text_source
 from saestudio.api.planning import ConfigProblem, TrainingPlan, plan
-from saestudio.api.resolved import ResolvedValue, read_resolved
+from saestudio.api.resolved import ResolvedValue, planned, read_resolved
 from saestudio.api.schemas import (
     BulkDelete,
     BulkDeleted,
@@ -38,14 +39,28 @@ router = APIRouter(prefix="/trainings", tags=["trainings"])
 
 
 def confined_config(config: TrainConfig, settings: Settings) -> dict[str, Any]:
-    """The config as stored: ``activations`` / ``targets`` checked to lie inside the data
-    dir (400 otherwise) and made absolute, so the worker reads them whatever its cwd."""
-    data: dict[str, Any] = config.model_dump(mode="json")
+    """The config as stored, every path and name under the path policy
+    (:mod:`saestudio.api.paths`, 400 naming the field otherwise): ``activations`` /
+    ``targets`` inside the data dir, an on-the-fly ``dataset`` text file inside it too,
+    ``model`` a hub name or a folder under the model roots; local ones made absolute, so
+    the worker reads what was checked whatever its cwd. ``out`` is not stored: the
+    service decides the run folder (:func:`new_run`)."""
+    data: dict[str, Any] = config.model_dump(mode="json", exclude={"out"})
     for field in ("activations", "targets"):
-        value = data.get(field)
-        if value:
-            data[field] = str(settings.data_dir / inside(settings.data_dir, value, field))
+        if data.get(field):
+            data[field] = data_path(settings, data[field], f"config.{field}")
+    if data.get("dataset"):
+        data["dataset"] = text_source(settings, data["dataset"], "config.dataset")
+    if data.get("model"):
+        data["model"] = model_source(settings, data["model"], "config.model")
     return data
+
+
+def run_folder(name: str) -> str:
+    """A new run's folder, relative to the data dir: ``runs/<UTC time>-<slug>-<random>``,
+    decided before the row exists (the time orders folders as the runs were made; the
+    random part keeps two runs created in the same second apart)."""
+    return f"runs/{datetime.now(UTC):%Y%m%d-%H%M%S}-{slug(name)}-{secrets.token_hex(3)}"
 
 
 def new_run(
@@ -56,16 +71,17 @@ def new_run(
     dataset_id: IdQuery = None,
     parent_id: IdQuery = None,
 ) -> Training:
-    """Insert a queued run whose folder is ``runs/<id>-<slug>`` (the body's ``out`` is
-    ignored: the service decides where runs live, one folder per run)."""
-    cfg = TrainConfig.model_validate({**config, "out": "runs/pending"})
-    row = repo.create_training(session, cfg, name=name, dataset_id=dataset_id, parent_id=parent_id)
-    out = f"runs/{row.id}-{slug(name)}"
-    # the id is known only after the insert; set the folder on the same, uncommitted row
-    row.out_dir = out
-    row.config = {**row.config, "out": out}
-    session.flush()
-    return row
+    """Insert a queued run in a new folder of its own (:func:`run_folder`, stored once as
+    ``out_dir``; a body's ``out`` is ignored: the service decides where runs live)."""
+    cfg = TrainConfig.model_validate(config)
+    return repo.create_training(
+        session,
+        cfg,
+        name=name,
+        out_dir=run_folder(name),
+        dataset_id=dataset_id,
+        parent_id=parent_id,
+    )
 
 
 def _send(session: Session, celery: CeleryDep, row: Training) -> None:
@@ -74,7 +90,12 @@ def _send(session: Session, celery: CeleryDep, row: Training) -> None:
     enqueue(celery, "training", row.id)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TrainingPublic,
+    responses=PATH_REFUSED,
+)
 def create_training(
     body: TrainingCreate, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Training:
@@ -104,7 +125,7 @@ def checked_plan(config: dict[str, Any]) -> TrainingPlan:
         ) from e
 
 
-@router.post("/validate", response_model=TrainingPlan)
+@router.post("/validate", response_model=TrainingPlan, responses=PATH_REFUSED)
 def validate_training(body: TrainingCreate, settings: SettingsDep) -> TrainingPlan:
     """Check a config without queueing anything: 422 with field-level messages, else
     the data's widths, the hyperparameters after architecture defaults, and estimated
@@ -129,11 +150,13 @@ def list_trainings(
 
 @router.get("/{training_id}", response_model=TrainingDetail)
 def get_training(training_id: IdPath, session: SessionDep, settings: SettingsDep) -> TrainingDetail:
-    """The run, with the hyperparameters its SAEs really use (``resolved``, read from
-    each SAE's latest checkpoint)."""
+    """The run, with the hyperparameters its SAEs really use (``resolved``: read from
+    each SAE's latest checkpoint; before it has one, planned from the config and data)."""
     row = repo.get_training(session, training_id)
     detail = TrainingDetail.model_validate(row)
-    detail.resolved = _resolved(settings, repo.list_checkpoints(session, training_id))
+    found = planned(row.config) or {}
+    found.update(_resolved(settings, repo.list_checkpoints(session, training_id)) or {})
+    detail.resolved = found or None
     return detail
 
 
@@ -197,12 +220,16 @@ def control(
 
 
 @router.post(
-    "/{training_id}/retry", status_code=status.HTTP_201_CREATED, response_model=TrainingPublic
+    "/{training_id}/retry",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TrainingPublic,
+    responses=PATH_REFUSED,
 )
 def retry(
     training_id: IdPath, session: SessionDep, settings: SettingsDep, celery: CeleryDep
 ) -> Training:
-    """A new run with the same config, ``parent_id`` pointing at this one."""
+    """A new run with the same config, ``parent_id`` pointing at this one (its paths
+    checked again: 400 when one now points outside the path policy)."""
     old = repo.get_training(session, training_id)
     # re-checked: a symlink may have been pointed elsewhere since the first run
     config = confined_config(TrainConfig.model_validate(old.config), settings)

@@ -5,6 +5,7 @@ running. Asserts what a client sees: status codes, bodies, the broker's messages
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,9 @@ def test_create_training_validates_queues_and_publishes(
     assert r.status_code == 201, r.text
     run = r.json()
     assert run["status"] == "queued"
-    # the service picks the folder, whatever the body said
-    assert run["out_dir"] == f"runs/{run['id']}-run-one" == run["config"]["out"]
+    # the service picks the folder, whatever the body said, and stores it once
+    assert re.fullmatch(r"runs/\d{8}-\d{6}-run-one-[0-9a-f]{6}", run["out_dir"]), run["out_dir"]
+    assert "out" not in run["config"]
     assert run["config"]["activations"] == str(settings.data_dir / "activations/demo")
     assert (TRAIN_TASK, [run["id"]]) in sent_tasks(settings)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from api_helpers import API
 from fastapi.testclient import TestClient
@@ -117,7 +118,8 @@ def test_detail_shows_the_resolved_hyperparameters_and_their_source(
     cfg = {"sae": {"architecture": "topk", "k": 8, "expansion_factor": 4}, "batch_size": 512}
     with session_scope(settings.db_url) as s:
         tid = new_run(s, **cfg)
-    assert client.get(f"{API}/trainings/{tid}").json()["resolved"] is None  # nothing ran yet
+    # no checkpoint, and widths unknown here (no manifest): nothing to resolve yet
+    assert client.get(f"{API}/trainings/{tid}").json()["resolved"] is None
     _plant_checkpoint(settings, tid, 10, cfg)
     _plant_checkpoint(settings, tid, 20, {**cfg, "lr": 0.002})  # the latest checkpoint wins
     got = client.get(f"{API}/trainings/{tid}").json()["resolved"]["sae"]
@@ -130,6 +132,8 @@ def test_detail_shows_the_resolved_hyperparameters_and_their_source(
     assert got["dead_after_tokens"]["source"] == "derived"
     assert got["dead_after_tokens"]["value"] > 0
     assert got["normalize_activations"]["source"] == "default"
+    assert got["sweep"] == {"value": {}, "source": "default"}  # a default factory's {}
+    assert got["hook"] == {"value": ["resid_post.3"], "source": "set"}
     assert got["normalize_activations"]["value"] is not None
     # the list stays light: no checkpoint reads for 500 cards
     assert "resolved" not in client.get(f"{API}/trainings").json()["items"][0]
@@ -150,3 +154,16 @@ def test_a_checkpoint_without_state_json_is_skipped(client: TestClient, settings
         repo.add_checkpoint(s, tid, sae="sae", step=10, path="runs/gone/step_00000010")
     r = client.get(f"{API}/trainings/{tid}")
     assert r.status_code == 200 and r.json()["resolved"] is None
+
+
+def test_before_the_first_checkpoint_the_plan_is_shown(
+    client: TestClient, settings: Settings
+) -> None:
+    """A queued run on data with a known width shows what the trainer will resolve."""
+    np.save(settings.data_dir / "acts.npy", np.zeros((64, 24), dtype=np.float32))
+    config = {"activations": "acts.npy", "sae": {"architecture": "topk", "k": 4}, "steps": 10}
+    run = client.post(f"{API}/trainings", json={"name": "planned", "config": config}).json()
+    got = client.get(f"{API}/trainings/{run['id']}").json()["resolved"]["sae"]
+    assert got["sae.d_in"] == {"value": 24, "source": "derived"}
+    assert got["sae.d_sae"] == {"value": 24 * 8, "source": "derived"}  # default expansion 8
+    assert got["steps"] == {"value": 10, "source": "set"}

@@ -88,31 +88,36 @@ export function useTrainingForm() {
   const datasetPath = dataset?.path ?? null;
   const local = useMemo(() => validateForm(values, ctx), [values, ctx]);
   const ready = Object.keys(local).length === 0 && (source === "model" || dataset !== null);
-  const body = useMemo<TrainingBody>(
-    () => ({
-      name: state.name.trim() || null,
-      // built field by field from the spec's rules (toConfig); the server validates it whole
-      config: toConfig(values, ctx, source === "dataset" ? datasetPath : null) as TrainConfigIn,
-      dataset_id: source === "dataset" ? datasetId : null,
-    }),
+  // built only from a form that parses (toConfig applies the spec's rules and throws on
+  // a bad field); the server validates it whole
+  const body = useMemo<TrainingBody | null>(
+    () =>
+      ready
+        ? {
+            name: state.name.trim() || null,
+            config: toConfig(values, ctx, source === "dataset" ? datasetPath : null) as TrainConfigIn,
+            dataset_id: source === "dataset" ? datasetId : null,
+          }
+        : null,
     // the path, not the row: live progress of another extraction must not re-check
-    [state.name, values, ctx, source, datasetPath, datasetId],
+    [ready, state.name, values, ctx, source, datasetPath, datasetId],
   );
 
   // the server's check (the same as a submit's, plus the data's widths) as the user types
-  const settled = useSettled(ready ? body : null, 350);
-  const validation = useQuery({ ...validationQuery(ready ? settled : null), placeholderData: keepPreviousData });
+  const settled = useSettled(body, 350);
+  const validation = useQuery({ ...validationQuery(body && settled), placeholderData: keepPreviousData });
   const checkErrors = validation.error instanceof ApiError && validation.error.status === 422 ? validation.error.fields : {};
 
   const start = useMutation({
-    mutationFn: () => call(api.POST("/api/v1/trainings", { body })),
+    mutationFn: (b: TrainingBody) => call(api.POST("/api/v1/trainings", { body: b })),
     onSuccess: (run) => {
       void qc.invalidateQueries({ queryKey: keys.trainings, exact: true });
       navigate(`/runs/${run.id}`);
     },
   });
   const saveTemplate = useMutation({
-    mutationFn: (name: string) => call(api.POST("/api/v1/templates", { body: { name, config: body.config, favourite: false, description: "" } })),
+    mutationFn: (name: string) =>
+      call(api.POST("/api/v1/templates", { body: { name, config: toConfig(values, ctx, source === "dataset" ? datasetPath : null), favourite: false, description: "" } })),
     onSuccess: (t) => {
       qc.setQueryData<Template[]>(keys.templates, (prev) => [...(prev ?? []), t]);
       dispatch({ type: "notice", notice: `Saved template “${t.name}”.` });
@@ -137,7 +142,7 @@ export function useTrainingForm() {
       return; // nothing is sent
     }
     setBlocked(null);
-    start.mutate();
+    if (body) start.mutate(body);
   }
 
   function saveTemplateAs(name: string, onSaved: () => void) {

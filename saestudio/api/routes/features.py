@@ -37,6 +37,7 @@ from saestudio.api.feature_schemas import (
     PromptResult,
     PromptSearch,
 )
+from saestudio.api.paths import model_source
 from saestudio.api.prompt_search import ModelUnavailable, TooLong, encode_prompt
 from saestudio.jobs.inspect_job import LATENTS_FILE, read_record
 from saestudio.jobs.tasks import enqueue
@@ -328,8 +329,9 @@ def prompt_search(
     training_id: IdPath, body: PromptSearch, session: SessionDep, settings: SettingsDep
 ) -> PromptResult:
     """Which latents fire on each token of a text: the run's model and SAE run here, in
-    the API process. 422 naming ``text`` past ``Settings.prompt_tokens`` tokens, 409
-    when the run's model is not available on this server."""
+    the API process. 422 naming ``text`` past ``Settings.prompt_tokens`` tokens; 400
+    naming ``model`` when the dataset's model folder is outside the model roots, 409 when
+    the model cannot be loaded on this server (a hub name while offline)."""
     from saestudio.activations.manifest import open_activation_dataset
 
     run = repo.get_training(session, training_id)
@@ -338,6 +340,11 @@ def prompt_search(
     if not source:
         raise HTTPException(409, detail="model: an on-the-fly run has no dataset manifest")
     manifest = open_activation_dataset(_inside(settings, str(source)))
+    # the model the dataset names loads here, in the API process: the same policy as a
+    # request naming a model (a hub name, or a folder under the model roots), else 400
+    manifest = manifest.model_copy(
+        update={"model": model_source(settings, manifest.model, "model")}
+    )
     folder = _inside(settings, (run.exports or {})[label])
     hooks = list(run.config.get("hook") or [])
     try:

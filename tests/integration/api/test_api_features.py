@@ -116,10 +116,15 @@ def test_prompt_search_on_minilm(client: TestClient, settings: Settings) -> None
     assert "limit of 512" in long.json()["detail"][0]["msg"]
 
 
-def test_prompt_search_without_the_model_is_a_409(client: TestClient, settings: Settings) -> None:
+def test_prompt_search_without_the_model_is_a_4xx(client: TestClient, settings: Settings) -> None:
     run = inspected_run(settings)
     manifest = settings.data_dir / "activations" / "demo" / "manifest.json"
     m = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps({**m, "model": "/nowhere/model-gone"}))
-    r = client.post(f"{API}/trainings/{run}/features/search", json={"text": "hello"})
+    url = f"{API}/trainings/{run}/features/search"
+    manifest.write_text(json.dumps({**m, "model": "nobody/no-such-model"}))  # offline hub
+    r = client.post(url, json={"text": "hello"})
     assert r.status_code == 409 and r.json()["detail"].startswith("model:")
+    assert "not available" in r.json()["detail"]
+    manifest.write_text(json.dumps({**m, "model": str(settings.data_dir)}))  # not a model root
+    r = client.post(url, json={"text": "hello"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("model:")

@@ -17,7 +17,9 @@ checked, whatever its working directory.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import Any
 from urllib.parse import unquote
@@ -38,7 +40,8 @@ PATH_REFUSED: dict[int | str, dict[str, Any]] = {
 
 
 def refuse(field: str, value: str, why: str) -> HTTPException:
-    return HTTPException(400, detail=f"{field}: {value!r} {why}")
+    shown = value if len(value) <= 200 else value[:200] + "…"
+    return HTTPException(400, detail=f"{field}: {shown!r} {why}")
 
 
 def _check_spelling(value: str, field: str) -> None:
@@ -61,6 +64,24 @@ def _check_spelling(value: str, field: str) -> None:
         raise refuse(field, value, "must not be URL-encoded")
 
 
+def _usable(fn: Callable[..., str]) -> Callable[..., str]:
+    """A path the filesystem cannot even look at (a name too long, ``~nosuchuser``) is a
+    400 like any other refusal, never a 500."""
+
+    @functools.wraps(fn)
+    def checked(*args: Any) -> str:
+        try:
+            return fn(*args)
+        except HTTPException:
+            raise
+        except (OSError, RuntimeError, ValueError) as e:
+            value, field = args[-2], args[-1]
+            raise refuse(field, value, f"is not a usable path ({e})") from None
+
+    return checked
+
+
+@_usable
 def inside(data_dir: Path, value: str, field: str) -> str:
     """``value`` as a POSIX path relative to ``data_dir``, or 400."""
     _check_spelling(value, field)
@@ -75,11 +96,13 @@ def inside(data_dir: Path, value: str, field: str) -> str:
     return rel or "."
 
 
+@_usable
 def data_path(settings: Settings, value: str, field: str) -> str:
     """``value`` confined to the data dir, as an absolute path (400 otherwise)."""
     return str(settings.data_dir / inside(settings.data_dir, value, field))
 
 
+@_usable
 def folder_below(settings: Settings, value: str, field: str) -> str:
     """A folder strictly below the data dir (an output), relative to it; 400 otherwise."""
     rel = inside(settings.data_dir, value, field)
@@ -117,6 +140,7 @@ def is_local_dataset(value: str, data_dir: Path) -> bool:
     )
 
 
+@_usable
 def text_source(settings: Settings, value: str, field: str) -> str:
     """A text dataset: ``demo:...`` and hub names as given, a local file or folder
     confined to the data dir and made absolute; 400 otherwise."""
@@ -130,6 +154,7 @@ def text_source(settings: Settings, value: str, field: str) -> str:
     return str(settings.data_dir / local)
 
 
+@_usable
 def model_source(settings: Settings, value: str, field: str) -> str:
     """A model: a hub name as given, or a local folder under ``data_dir/models`` or a
     model root (``SAESTUDIO_MODEL_ROOTS``), made absolute; 400 otherwise."""

@@ -226,7 +226,10 @@ def plan(cfg: TrainConfig) -> TrainingPlan:
     hooks or the model's module tree, each sweep value after defaults and the data's
     widths) and describe the job; :class:`ConfigProblem` naming the field when any of
     them cannot train."""
-    found = hook_widths(cfg)
+    try:
+        found = hook_widths(cfg)
+    except OSError as e:  # a path the filesystem refuses to look at (a name too long)
+        raise ConfigProblem(("config", "activations"), f"activations: {e}") from None
     jobs = cfg.job_plan()
     if found is None:
         return TrainingPlan(d_in=None, d_out=None, saes=len(jobs), resolved=None, estimate=None)
@@ -247,12 +250,16 @@ def plan(cfg: TrainConfig) -> TrainingPlan:
         stream = found[""] + found.get("targets", 0)
     else:
         stream = sum(found[h] for h in {*cfg.hook, *([cfg.target_hook] if cfg.target_hook else [])})
+    try:
+        sizes = estimate(cfg, [r.sae for r in resolved], stream)
+    except OverflowError:  # widths beyond any machine: say so instead of a 500
+        raise ConfigProblem(("config", "sae"), "sae: too large to train on any machine") from None
     return TrainingPlan(
         d_in=first.sae.d_in,
         d_out=first.sae.d_out,
         saes=len(jobs),
         resolved=first.to_json(),
-        estimate=estimate(cfg, [r.sae for r in resolved], stream),
+        estimate=sizes,
     )
 
 

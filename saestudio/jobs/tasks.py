@@ -23,7 +23,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,28 @@ def _deferred(celery: Celery, kind: JobKind, job_id: int) -> bool:
     return True
 
 
+@contextmanager
+def _beating(beat: Callable[[], object], every_s: float) -> Iterator[None]:
+    """Heartbeat a job just claimed while its runner is imported (torch takes seconds):
+    a short stale window must not see it dead before the runner's own heartbeat starts."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                beat()
+            except Exception as e:  # the store is briefly away: the next beat may do
+                log.warning("heartbeat failed: %s", e)
+
+    thread = threading.Thread(target=loop, name="claim-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 @app.task(name=TRAIN_TASK, bind=True)
 def train_task(self: Task, training_id: int) -> str:
     """Train (or resume) one run; returns its status, ``skipped`` when not claimed. The
@@ -121,7 +144,8 @@ def train_task(self: Task, training_id: int) -> str:
     if gate == "failed":
         store.trainings.set_status(training_id, "failed", error=why, worker=host)
         return "failed"
-    from saestudio.jobs.runner import run_training
+    with _beating(lambda: store.trainings.heartbeat(training_id, host), timing.heartbeat_s):
+        from saestudio.jobs.runner import run_training
 
     events = _events(str(self.app.conf.broker_url))
     status = run_training(
@@ -164,7 +188,8 @@ def extract_task(self: Task, dataset_id: int) -> str:
     if cfg is None or not store.claim("extraction", dataset_id, host, timing.stale_after_s):
         log.info("extraction %s: not claimable", dataset_id)
         return "skipped"
-    from saestudio.jobs.runner import run_extraction
+    with _beating(lambda: store.datasets.heartbeat(dataset_id, host), timing.heartbeat_s):
+        from saestudio.jobs.runner import run_extraction
 
     events = _events(str(self.app.conf.broker_url))
     status = run_extraction(

@@ -238,6 +238,8 @@ class TrainConfig(BaseModel):
             if not vals:
                 raise ValueError(f"{key}: give at least one value")
             for i, v in enumerate(vals):
+                if not math.isfinite(v):
+                    raise ValueError(f"sweep.{key}[{i}]: must be a finite number, got {v}")
                 if key in SAE_SWEEPABLE and v != int(v):
                     raise ValueError(f"sweep.{key}[{i}]: must be a whole number, got {v:g}")
         return value

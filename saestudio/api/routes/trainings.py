@@ -101,9 +101,11 @@ def create_training(
 ) -> Training:
     """Queue a run and send its task (a worker picks it up when one runs). The config is
     checked against its data first (as ``/trainings/validate`` does): 422 naming the
-    field when it cannot train."""
+    field when it cannot train; 404 for an unknown ``dataset_id``."""
     config = confined_config(body.config, settings)
     checked_plan(config)
+    if body.dataset_id is not None:
+        repo.get_dataset(session, body.dataset_id)  # 404, not a foreign-key error
     name = body.name or f"{body.config.sae.architecture}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     row = new_run(session, config, name, dataset_id=body.dataset_id)
     _send(session, celery, row)
@@ -154,7 +156,8 @@ def get_training(training_id: IdPath, session: SessionDep, settings: SettingsDep
     each SAE's latest checkpoint; before it has one, planned from the config and data)."""
     row = repo.get_training(session, training_id)
     detail = TrainingDetail.model_validate(row)
-    found = planned(row.config) or {}
+    # the stored config has no ``out``: the service keeps the run's folder in out_dir
+    found = planned({**row.config, "out": row.out_dir}) or {}
     found.update(_resolved(settings, repo.list_checkpoints(session, training_id)) or {})
     detail.resolved = found or None
     return detail

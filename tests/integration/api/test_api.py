@@ -71,6 +71,9 @@ def test_unknown_ids_are_404(client: TestClient) -> None:
         r = client.request(method, API + path, **kw)
         assert r.status_code == 404, (method, path, r.text)
         assert "999" in r.json()["detail"]
+    # a training on an unknown activation dataset: 404, not a foreign-key 500
+    r = client.post(f"{API}/trainings", json={**train_body(), "dataset_id": 999})
+    assert r.status_code == 404 and "999" in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize(

@@ -167,3 +167,4 @@ def test_before_the_first_checkpoint_the_plan_is_shown(
     assert got["sae.d_in"] == {"value": 24, "source": "derived"}
     assert got["sae.d_sae"] == {"value": 24 * 8, "source": "derived"}  # default expansion 8
     assert got["steps"] == {"value": 10, "source": "set"}
+    assert got["out"]["value"] == run["out_dir"]  # the run's own folder, not a default

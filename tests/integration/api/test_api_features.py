@@ -128,3 +128,43 @@ def test_prompt_search_without_the_model_is_a_4xx(client: TestClient, settings: 
     manifest.write_text(json.dumps({**m, "model": str(settings.data_dir)}))  # not a model root
     r = client.post(url, json={"text": "hello"})
     assert r.status_code == 400 and r.json()["detail"].startswith("model:")
+
+
+def test_odd_inputs_on_an_inspected_run_never_5xx(client: TestClient, settings: Settings) -> None:
+    """Random queries, latents, labels and prompts against a real inspected run (the
+    schemathesis suite only meets unknown runs): always 2xx/4xx, on both databases."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    run = inspected_run(settings)
+    url = f"{API}/trainings/{run}/features"
+    text = st.text(max_size=40)
+    query = st.fixed_dictionaries(
+        {},
+        optional={
+            "sort": st.sampled_from(["latent", "density", "label", "max_activation", "x"]),
+            "order": st.sampled_from(["asc", "desc", ""]),
+            "filter": st.sampled_from(["all", "alive", "dead", "dense", "labelled", "?"]),
+            "q": text,
+            "sae": st.sampled_from(["sae", "", "nope", "../sae"]),
+            "limit": st.integers(-2, 2000),
+            "offset": st.integers(-2, 10**12),
+        },
+    )
+
+    @given(q=query, latent=st.integers(-3, 10**11), label=text, note=text, prompt=text)
+    @hsettings(max_examples=40, deadline=None, database=None,
+               suppress_health_check=list(HealthCheck))  # fmt: skip
+    def check(q: dict, latent: int, label: str, note: str, prompt: str) -> None:
+        answers = [
+            client.get(url, params=q),
+            client.get(f"{url}/{latent}", params={"sae": q.get("sae", "sae")}),
+            client.put(f"{url}/{latent % 80}/label", json={"label": label, "note": note}),
+            client.delete(f"{url}/{latent % 80}/label"),
+            client.post(f"{url}/search", json={"text": prompt}),
+        ]
+        for r in answers:
+            assert r.status_code < 500, (r.request.method, r.request.url, r.text[:300])
+
+    check()

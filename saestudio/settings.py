@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     api_token: str | None = Field(
         None, description="Required as a Bearer token when bound beyond localhost."
     )
+    inspect_rows: int = Field(
+        8192,
+        ge=0,
+        description="Rows at the end of a run's activation dataset (where the trainer holds "
+        "out its evaluation rows) that the worker inspects when the training completes "
+        "(per-latent examples for the Features tab); 0 = no automatic inspection.",
+    )
+    prompt_tokens: int = Field(
+        512, ge=1, description="Longest text (in tokens) the prompt search runs."
+    )
     max_upload_mb: int = Field(16, ge=1, description="Largest accepted upload (templates).")
     job: JobTiming = Field(
         default_factory=JobTiming,

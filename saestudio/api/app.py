@@ -19,7 +19,7 @@ from saestudio import __version__
 from saestudio.api import ws
 from saestudio.api.deps import SettingsDep
 from saestudio.api.live import LiveHub, WriteNotices
-from saestudio.api.routes import checkpoints, datasets, studio, templates, trainings
+from saestudio.api.routes import checkpoints, datasets, features, studio, templates, trainings
 from saestudio.api.schemas import Health
 from saestudio.settings import Settings, get_settings, is_loopback
 from saestudio.store import migrate
@@ -158,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         trainings.router,
         checkpoints.router,
+        features.router,
         datasets.router,
         templates.router,
         studio.router,

@@ -1,5 +1,6 @@
 """The contracts the job layer shares with the store: the Protocols a store implements
-(:class:`RunStore`, :class:`ExtractionStore`, :class:`JobStore`) and the job timing
+(:class:`RunStore`, :class:`ExtractionStore`, :class:`InspectionStore`, :class:`JobStore`),
+what an inspection job reads and writes (:class:`InspectionJob`) and the job timing
 (:class:`JobTiming`).
 
 The runners (:mod:`saestudio.jobs.runner`), the trainer adapter
@@ -10,8 +11,9 @@ of them imports another for its types. Torch-free, Celery-free, database-free.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,8 +21,8 @@ if TYPE_CHECKING:
     from saestudio.activations.extract import ExtractConfig
     from saestudio.training.config import TrainConfig
 
-JobKind = Literal["training", "extraction"]
-"""The two kinds of job a worker runs."""
+JobKind = Literal["training", "extraction", "inspection"]
+"""The kinds of job a worker runs."""
 
 
 class RunStore(Protocol):
@@ -87,6 +89,40 @@ class ExtractionStore(Protocol):
     def heartbeat(self, dataset_id: int, hostname: str, **progress: Any) -> bool | None: ...
 
 
+class InspectionJob(NamedTuple):
+    """What one feature inspection reads and writes (absolute paths)."""
+
+    training_id: int
+    saes: dict[str, Path]
+    """SAE label → its SAELens folder (the run's exports)."""
+    activations: Path
+    """The activation dataset folder the run trained on."""
+    hook: str | None
+    """The dataset hook to read when the run names exactly one; else each SAE's own."""
+    rows: tuple[int, int]
+    """Dataset rows ``[start, end)``."""
+    out: Path
+    """The inspection folder: ``out/<sae>/latents.jsonl`` and ``summary.json``."""
+
+
+class InspectionStore(Protocol):
+    """What an inspection job needs from the database (one row of ``inspections``); the
+    same semantics as :class:`ExtractionStore`. Progress fields: ``rows_done``,
+    ``progress``, ``summary``."""
+
+    def get_control(self, inspection_id: int) -> str | None: ...
+
+    def set_status(self, inspection_id: int, status: str, **fields: Any) -> None: ...
+
+    def heartbeat(self, inspection_id: int, hostname: str, **progress: Any) -> bool | None: ...
+
+    def index_latents(
+        self, inspection_id: int, sae: str, records: Iterator[tuple[int, dict[str, Any]]]
+    ) -> int:
+        """Index one SAE's latents: (byte offset in latents.jsonl, record) pairs."""
+        ...
+
+
 class JobStore(Protocol):
     """What the tasks need from the database: the runners' stores, plus loading a job and
     the atomic claims that keep two workers off one job."""
@@ -96,6 +132,9 @@ class JobStore(Protocol):
 
     @property
     def datasets(self) -> ExtractionStore: ...
+
+    @property
+    def inspections(self) -> InspectionStore: ...
 
     def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
         """The run's config and folder, or None when the training no longer exists."""
@@ -109,6 +148,16 @@ class JobStore(Protocol):
 
     def extraction_job(self, dataset_id: int) -> ExtractConfig | None:
         """The extraction's config (``out`` inside the data dir), or None."""
+        ...
+
+    def inspection_job(self, inspection_id: int) -> InspectionJob | None:
+        """What an inspection reads and writes, or None when it no longer exists."""
+        ...
+
+    def queue_inspection(self, training_id: int, rows: int) -> int | None:
+        """Queue an inspection of a completed run over the last ``rows`` rows of its
+        activation dataset; its id, or None when the run has none to read (on-the-fly
+        runs, plain files without token ids) or ``rows`` is 0."""
         ...
 
     def claim(self, kind: JobKind, job_id: int, hostname: str, stale_after_s: float) -> bool:

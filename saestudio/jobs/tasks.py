@@ -1,4 +1,4 @@
-"""Celery tasks (training, extraction, ping) and the watchdog that re-queues dead jobs.
+"""Celery tasks (training, extraction, feature inspection, ping) and the watchdog that re-queues dead jobs.
 
 A task carries only an id; it loads the job from the store
 (:class:`~saestudio.jobs.contracts.JobStore`), claims it
@@ -48,8 +48,13 @@ log = logging.getLogger(__name__)
 
 TRAIN_TASK = "saestudio.train"
 EXTRACT_TASK = "saestudio.extract"
+INSPECT_TASK = "saestudio.inspect"
 PING_TASK = "saestudio.ping"
-TASK_FOR: dict[str, str] = {"training": TRAIN_TASK, "extraction": EXTRACT_TASK}
+TASK_FOR: dict[str, str] = {
+    "training": TRAIN_TASK,
+    "extraction": EXTRACT_TASK,
+    "inspection": INSPECT_TASK,
+}
 
 DATASET_WAIT_S = 1.0
 """Pause before re-queueing a training whose activation dataset is not extracted yet."""
@@ -170,7 +175,21 @@ def train_task(self: Task, training_id: int) -> str:
     )
     if status == "interrupted":
         enqueue(self.app, "training", training_id)
+    if status == "completed":
+        _queue_inspection(self.app, store, training_id, get_settings().inspect_rows)
     return status
+
+
+def _queue_inspection(celery: Celery, store: JobStore, training_id: int, rows: int) -> None:
+    """A completed run's SAEs are inspected next, over the last ``rows`` rows of its
+    dataset (``Settings.inspect_rows``)."""
+    try:
+        inspection_id = store.queue_inspection(training_id, rows)
+    except Exception:  # the run stays completed: the Features tab offers to inspect it
+        log.exception("training %s: inspection not queued", training_id)
+        return
+    if inspection_id is not None:
+        enqueue(celery, "inspection", inspection_id)
 
 
 @app.task(name=EXTRACT_TASK, bind=True)
@@ -193,6 +212,29 @@ def extract_task(self: Task, dataset_id: int) -> str:
     )
     if status == "interrupted":
         enqueue(self.app, "extraction", dataset_id)
+    return status
+
+
+@app.task(name=INSPECT_TASK, bind=True)
+def inspect_task(self: Task, inspection_id: int) -> str:
+    """Inspect every SAE of a run (one pass over its rows); returns the status (claimed
+    first, as :func:`train_task`)."""
+    if _deferred(self.app, "inspection", inspection_id):
+        return "deferred"
+    store, timing, host = get_store(), get_settings().job, _hostname(self)
+    job = store.inspection_job(inspection_id)
+    if job is None or not store.claim("inspection", inspection_id, host, timing.stale_after_s):
+        log.info("inspection %s: not claimable", inspection_id)
+        return "skipped"
+    from saestudio.jobs.inspect_job import run_inspection
+
+    events = _events(str(self.app.conf.broker_url))
+    status = run_inspection(
+        inspection_id, job, store.inspections, events, hostname=host, timing=timing,
+        interrupt=SHUTDOWN,
+    )  # fmt: skip
+    if status == "interrupted":
+        enqueue(self.app, "inspection", inspection_id)
     return status
 
 

@@ -1,6 +1,7 @@
 """The database behind the job layer: :class:`SqlJobStore` implements the protocols of
-:mod:`saestudio.jobs.contracts` (``JobStore``, ``RunStore``, ``ExtractionStore``) on the repository
-functions. Structural typing: nothing here imports the jobs layer (imports point down).
+:mod:`saestudio.jobs.contracts` (``JobStore``, ``RunStore``, ``ExtractionStore``,
+``InspectionStore``) on the repository functions. Structural typing: nothing here imports
+the jobs layer (imports point down).
 
 Each call is one short transaction of its own, so the heartbeat thread and the training
 thread of a job never share a session. Paths cross this boundary absolute (what the
@@ -17,15 +18,16 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy.orm import Session
 
 from saestudio.store import checkpoints as ckpts
-from saestudio.store import datasets, lifecycle, metrics, trainings
+from saestudio.store import datasets, inspections, lifecycle, metrics, trainings
 from saestudio.store.db import session_scope
-from saestudio.store.models import ActivationDataset, Training
+from saestudio.store.models import ActivationDataset, Inspection, Training
 
 if TYPE_CHECKING:
     from saestudio.activations.extract import ExtractConfig
+    from saestudio.jobs.inspect_job import InspectionJob
     from saestudio.training.config import TrainConfig
 
-JobKind = Literal["training", "extraction"]
+JobKind = Literal["training", "extraction", "inspection"]
 
 
 class _Base:
@@ -131,6 +133,32 @@ class SqlExtractionStore(_Base):
             return datasets.dataset_heartbeat(s, int(dataset_id), hostname, **known).owned
 
 
+class SqlInspectionStore(_Base):
+    """``InspectionStore``: one inspection's reports and its latents' index."""
+
+    def get_control(self, inspection_id: int) -> str | None:
+        with self.session() as s:
+            return inspections.get_inspection(s, int(inspection_id)).control
+
+    def set_status(self, inspection_id: int, status: str, **fields: Any) -> None:
+        worker = fields.pop("worker", None) or fields.pop("hostname", None)
+        error = fields.pop("error", None)
+        known = {k: v for k, v in fields.items() if k in inspections.PROGRESS}
+        with self.session() as s:
+            inspections.set_inspection_status(
+                s, int(inspection_id), status, error=error, worker=worker, **known
+            )
+
+    def heartbeat(self, inspection_id: int, hostname: str, **progress: Any) -> bool:
+        known = {k: v for k, v in progress.items() if k in inspections.PROGRESS}
+        with self.session() as s:
+            return inspections.inspection_heartbeat(s, int(inspection_id), hostname, **known).owned
+
+    def index_latents(self, inspection_id: int, sae: str, records: Any) -> int:
+        with self.session() as s:
+            return inspections.index_latents(s, int(inspection_id), sae, records)
+
+
 class SqlJobStore(_Base):
     """``JobStore``: loading, claiming and recovering jobs, plus the runners' stores."""
 
@@ -138,6 +166,7 @@ class SqlJobStore(_Base):
         super().__init__(url, data_dir)
         self._trainings = SqlRunStore(url, data_dir)
         self._datasets = SqlExtractionStore(url, data_dir)
+        self._inspections = SqlInspectionStore(url, data_dir)
 
     @property
     def trainings(self) -> SqlRunStore:
@@ -146,6 +175,10 @@ class SqlJobStore(_Base):
     @property
     def datasets(self) -> SqlExtractionStore:
         return self._datasets
+
+    @property
+    def inspections(self) -> SqlInspectionStore:
+        return self._inspections
 
     def training_job(self, training_id: int) -> tuple[TrainConfig, Path] | None:
         from saestudio.training.config import TrainConfig
@@ -179,8 +212,41 @@ class SqlJobStore(_Base):
             out = str(self.data_dir / row.path)
             return ExtractConfig.model_validate({**row.config, "out": out})
 
+    def inspection_job(self, inspection_id: int) -> InspectionJob | None:
+        from saestudio.jobs.inspect_job import InspectionJob
+
+        with self.session() as s:
+            row = s.get(Inspection, int(inspection_id))
+            run = s.get(Training, row.training_id) if row else None
+            if row is None or run is None:
+                return None
+            hooks = list(run.config.get("hook") or [])
+            return InspectionJob(
+                training_id=run.id,
+                saes={k: self.data_dir / v for k, v in (run.exports or {}).items()},
+                activations=self.data_dir / str(run.config.get("activations") or ""),
+                hook=hooks[0] if len(hooks) == 1 else None,
+                rows=(int(row.row_start), int(row.row_end)),
+                out=self.data_dir / row.path,
+            )
+
+    def queue_inspection(self, training_id: int, rows: int) -> int | None:
+        with self.session() as s:
+            run = trainings.get_training(s, int(training_id))
+            span = inspection_rows(self.data_dir, run, rows)
+            if span is None:
+                return None
+            row = inspections.create_inspection(
+                s, run.id, path=f"{run.out_dir}/inspection", row_start=span[0], row_end=span[1]
+            )
+            return row.id
+
     def claim(self, kind: JobKind, job_id: int, hostname: str, stale_after_s: float) -> bool:
-        take = trainings.claim if kind == "training" else datasets.claim_dataset
+        take: Any = {
+            "training": trainings.claim,
+            "extraction": datasets.claim_dataset,
+            "inspection": inspections.claim_inspection,
+        }[kind]
         with self.session() as s:
             return take(s, int(job_id), hostname, stale_after_s=stale_after_s) is not None
 
@@ -188,8 +254,10 @@ class SqlJobStore(_Base):
         with self.session() as s:
             runs = trainings.requeue_stale(s, stale_after_s)
             extractions = datasets.requeue_stale_extractions(s, stale_after_s)
+            inspected = inspections.requeue_stale_inspections(s, stale_after_s)
         found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
-        return found + [("extraction", d.id) for d in extractions]
+        found += [("extraction", d.id) for d in extractions]
+        return found + [("inspection", i.id) for i in inspected]
 
     def requeue_worker(self, hostname: str) -> list[tuple[JobKind, int]]:
         """Move every ``running`` job of the (known dead) worker ``hostname`` back to
@@ -197,8 +265,26 @@ class SqlJobStore(_Base):
         with self.session() as s:
             runs = lifecycle.requeue_worker(s, Training, hostname)
             extractions = lifecycle.requeue_worker(s, ActivationDataset, hostname)
+            inspected = lifecycle.requeue_worker(s, Inspection, hostname)
         found: list[tuple[JobKind, int]] = [("training", r.id) for r in runs]
-        return found + [("extraction", d.id) for d in extractions]
+        found += [("extraction", d.id) for d in extractions]
+        return found + [("inspection", i.id) for i in inspected]
+
+
+def inspection_rows(data_dir: Path, run: Training, rows: int) -> tuple[int, int] | None:
+    """The last ``rows`` rows of the run's activation dataset (its held-out end), or
+    None when there is nothing to inspect: ``rows`` 0, no export yet, an on-the-fly run,
+    or data that is not an activation dataset with token ids (a plain array file)."""
+    from saestudio.activations.manifest import open_activation_dataset
+
+    source = run.config.get("activations")
+    if rows <= 0 or not source or not run.exports:
+        return None
+    try:
+        total = open_activation_dataset(data_dir / str(source)).rows
+    except (OSError, ValueError):
+        return None
+    return (max(0, total - rows), total) if total > 0 else None
 
 
 def default_job_store() -> SqlJobStore:

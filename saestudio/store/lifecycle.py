@@ -1,4 +1,4 @@
-"""The life of a job row (a training or an extraction): status transitions, the user's
+"""The life of a job row (a training, an extraction or an inspection): status transitions, the user's
 control requests, worker claims, heartbeats and crash recovery.
 
 Every change is one conditional UPDATE (compare-and-set on status, control and owner):
@@ -15,10 +15,10 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from saestudio.store._common import conditional_update, refresh
-from saestudio.store.models import ActivationDataset, Training, utcnow
+from saestudio.store.models import ActivationDataset, Inspection, Training, utcnow
 from saestudio.store.states import ACTIONS, FINISHED, STATUSES, InvalidTransition, sources_of
 
-J = TypeVar("J", Training, ActivationDataset)
+J = TypeVar("J", Training, ActivationDataset, Inspection)
 
 
 class ControlOutcome(NamedTuple, Generic[J]):
@@ -39,8 +39,15 @@ class Heartbeat(NamedTuple):
     """A pending user request (pause / stop / stop_and_finalize) to honour now."""
 
 
-def _what(model: type[Training] | type[ActivationDataset]) -> str:
-    return "training" if model is Training else "activation dataset"
+_WHAT: dict[type, str] = {
+    Training: "training",
+    ActivationDataset: "activation dataset",
+    Inspection: "inspection",
+}
+
+
+def _what(model: type[Training] | type[ActivationDataset] | type[Inspection]) -> str:
+    return _WHAT[model]
 
 
 def set_status(
@@ -184,7 +191,9 @@ def requeue_worker(session: Session, model: type[J], worker: str) -> list[J]:
     return moved
 
 
-def _plan(row: Training | ActivationDataset, action: str, has_checkpoint: bool) -> dict[str, Any]:
+def _plan(
+    row: Training | ActivationDataset | Inspection, action: str, has_checkpoint: bool
+) -> dict[str, Any]:
     """Column values for ``action`` on ``row`` now, or InvalidTransition."""
     status, control = row.status, row.control
     if action == "pause":

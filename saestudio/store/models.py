@@ -1,6 +1,6 @@
 """The studio's tables, as SQLAlchemy 2 typed models.
 
-``versions/0001_initial.py`` creates exactly these; a test asserts that Alembic's
+``versions/0001_initial.py`` and the revisions after it create exactly these; a test asserts that Alembic's
 autogenerate finds no difference. Paths are stored relative to ``Settings.data_dir`` so
 a data dir can move (or be mounted elsewhere on another worker) without rewriting rows.
 All timestamps are timezone-aware UTC on both backends.
@@ -238,6 +238,67 @@ class TrainingTemplate(Timestamps, Base):
     description: Mapped[str] = mapped_column(Text, default="")
     config: Mapped[dict[str, Any]] = mapped_column(JSONType)
     favourite: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Inspection(JobColumns, Timestamps, Base):
+    """One feature inspection job: every SAE of a run, one pass over a row range of its
+    activation dataset. Results are files (``path/<sae>/latents.jsonl``); the latents'
+    scalar fields are indexed in :class:`InspectionLatent` for sorting and search."""
+
+    __tablename__ = "inspections"
+    __table_args__ = _job_checks()
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    training_id: Mapped[int] = mapped_column(
+        ForeignKey("trainings.id", ondelete="CASCADE"), unique=True
+    )
+    path: Mapped[str] = mapped_column(String(1000), doc="Output folder, relative to data_dir.")
+    row_start: Mapped[int] = mapped_column(BigInteger, doc="First dataset row read.")
+    row_end: Mapped[int] = mapped_column(BigInteger, doc="One past the last row read.")
+    rows_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0, doc="0..1")
+    summary: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType, doc="SAE label → its summary.json, once completed."
+    )
+
+
+class InspectionLatent(Base):
+    """One latent of one inspected SAE: what the latents table sorts and searches on, and
+    where its full record starts in ``latents.jsonl`` (``offset``, in bytes)."""
+
+    __tablename__ = "inspection_latents"
+    __table_args__ = (UniqueConstraint("inspection_id", "sae", "latent"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    sae: Mapped[str] = mapped_column(String(200))
+    latent: Mapped[int] = mapped_column(Integer)
+    density: Mapped[float] = mapped_column(Float)
+    mean_activation: Mapped[float] = mapped_column(Float)
+    max_activation: Mapped[float] = mapped_column(Float)
+    top_tokens: Mapped[list[str]] = mapped_column(
+        JSONType, doc="Distinct tokens of the top examples, most activating first."
+    )
+    search_text: Mapped[str] = mapped_column(
+        Text, doc="The top tokens lower-cased and joined by newlines (token search)."
+    )
+    offset: Mapped[int] = mapped_column(BigInteger, doc="Byte offset of its latents.jsonl line.")
+
+
+class LatentLabel(Base):
+    """A researcher's name and note for one latent of one SAE of a run. Keyed by the run,
+    not the inspection, so a label survives a re-inspection."""
+
+    __tablename__ = "latent_labels"
+    __table_args__ = (UniqueConstraint("training_id", "sae", "latent"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    training_id: Mapped[int] = mapped_column(ForeignKey("trainings.id", ondelete="CASCADE"))
+    sae: Mapped[str] = mapped_column(String(200))
+    latent: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 TABLES = tuple(Base.metadata.tables)

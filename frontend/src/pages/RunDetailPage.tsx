@@ -1,12 +1,13 @@
 import { useQuery } from "@tanstack/react-query";
 import { useMemo, useState, type ReactNode } from "react";
-import { Link, useNavigate, useParams } from "react-router-dom";
+import { Link, useNavigate, useParams, useSearchParams } from "react-router-dom";
 import { useRunAction } from "../api/actions";
 import type { Metric, TrainingDetail } from "../api/client";
 import type { MetricRow } from "../api/cache";
 import { useTrainingStream } from "../api/live";
 import { trainingQuery } from "../api/queries";
 import { ACTION_ICONS } from "../components/actionIcons";
+import { FeaturesTab } from "../components/features/FeaturesTab";
 import { CheckpointsPanel } from "../components/run/CheckpointsPanel";
 import { HyperparameterTable } from "../components/run/HyperparameterTable";
 import { RunCharts, series } from "../components/run/RunCharts";
@@ -26,6 +27,7 @@ export interface RunView {
  * a new view (e.g. a run's features) is one more entry here. */
 const TABS: { id: string; label: string; render: (v: RunView) => ReactNode }[] = [
   { id: "training", label: "Training", render: (v) => <TrainingTab {...v} /> },
+  { id: "features", label: "Features", render: (v) => <FeaturesTab trainingId={v.run.id} /> },
 ];
 
 function TrainingTab({ run, rows, sae }: RunView) {
@@ -72,7 +74,10 @@ export function RunDetailPage() {
   const action = useRunAction();
   const [askDelete, setAskDelete] = useState(false);
   const [picked, setPicked] = useState<string | null>(null);
-  const [tab, setTab] = useState(TABS[0].id);
+  // the tab is in the URL (?tab=features), so a link or a reload opens the same view
+  const [params, setParams] = useSearchParams();
+  const tab = params.get("tab") ?? TABS[0].id;
+  const setTab = (t: string) => setParams(t === TABS[0].id ? {} : { tab: t }, { replace: true });
   const saes = useMemo(() => [...new Set(rows.map((r) => r.sae))], [rows]);
   const run = query.data;
 

@@ -39,7 +39,7 @@ def synthetic_acts(rows: int = 300_000, d: int = 384) -> Path:
 
 def run(arch: str, acts: Path, args: argparse.Namespace) -> dict[str, object]:
     sae = {"architecture": arch, "d_sae": args.d_sae}
-    if arch in ("topk", "batchtopk"):
+    if arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
         sae["k"] = args.k
     log_every = max(1, args.steps // 5)
     cfg = TrainConfig.model_validate(

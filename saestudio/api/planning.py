@@ -29,7 +29,7 @@ CPU_FLOPS = 5e10
 GPU_FLOPS = 4e13
 """Sustained FLOP/s of one H100-class GPU with bf16 autocast (bench/RESULTS.md)."""
 
-SAE_FIELDS = {"k", "d_sae", "d_in", "d_out", "activation", "skip", "expansion_factor"}
+SAE_FIELDS = set(SAEConfig.model_fields)
 
 
 class ConfigProblem(ValueError):
@@ -274,6 +274,11 @@ class ArchitectureInfo(BaseModel):
         description="Paper-grounded optimiser defaults (lr, λ, Adam, normalisation, warm-up "
         "and decay fractions)."
     )
+    sae_defaults: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The architecture's own SAEConfig fields and what an empty one becomes "
+        "(e.g. matryoshka_widths: the geometric ladder).",
+    )
 
 
 DESCRIPTIONS = {
@@ -282,9 +287,25 @@ DESCRIPTIONS = {
     "jumprelu": "Learned per-latent thresholds and an L0 penalty (Gemma Scope)",
     "topk": "The k largest latents per token, AuxK against dead latents (Gao et al.)",
     "batchtopk": "The k × batch largest latents across a batch (Bussmann et al.)",
+    "matryoshka_batchtopk": "BatchTopK trained to reconstruct from every nested prefix of "
+    "its latents (Bussmann et al. 2025)",
     "skip": "An SAE with a learned linear skip path W_skip",
     "transcoder": "Reads one hook, reconstructs another (Dunefsky et al.)",
 }
+
+
+def _sae_defaults(name: str) -> dict[str, Any]:
+    fields = SAEConfig.model_fields
+    out: dict[str, Any] = {}
+    if name in ("topk", "batchtopk", "matryoshka_batchtopk"):
+        out["k"] = fields["k"].default
+    if name == "jumprelu":
+        out["jumprelu_bandwidth"] = fields["jumprelu_bandwidth"].default
+        out["jumprelu_init_threshold"] = fields["jumprelu_init_threshold"].default
+    if name in ("matryoshka_batchtopk", "transcoder"):  # transcoders may take it as activation
+        out["matryoshka_widths"] = "d_sae/64, d_sae/16, d_sae/4, d_sae"
+        out["matryoshka_aux_per_level"] = fields["matryoshka_aux_per_level"].default
+    return out
 
 
 def architectures() -> list[ArchitectureInfo]:
@@ -301,6 +322,7 @@ def architectures() -> list[ArchitectureInfo]:
                 activation=cfg.activation_fn if fixed else None,
                 uses_k=cfg.uses_k,
                 defaults=asdict(defaults_for(cfg)),
+                sae_defaults=_sae_defaults(name),
             )
         )
     return out

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from saestudio.sae import batchtopk, jumprelu, standard, topk
+from saestudio.sae import batchtopk, jumprelu, matryoshka, standard, topk
 from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.config import Activation, SAEConfig
 
@@ -28,6 +28,7 @@ BY_ACTIVATION: dict[Activation, type[SparseAutoencoder]] = {
     "jumprelu": jumprelu.JumpReLUSAE,
     "topk": topk.TopKSAE,
     "batchtopk": batchtopk.BatchTopKSAE,
+    "matryoshka_batchtopk": matryoshka.MatryoshkaBatchTopKSAE,
 }
 """The class that implements each activation (and so each skip SAE and transcoder)."""
 
@@ -43,6 +44,7 @@ REGISTRY: dict[str, Callable[[SAEConfig], SparseAutoencoder]] = {
     "jumprelu": jumprelu.JumpReLUSAE,
     "topk": topk.TopKSAE,
     "batchtopk": batchtopk.BatchTopKSAE,
+    "matryoshka_batchtopk": matryoshka.MatryoshkaBatchTopKSAE,
     "skip": build_by_activation,
     "transcoder": build_by_activation,
 }

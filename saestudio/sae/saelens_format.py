@@ -12,6 +12,7 @@ covers both our ``skip`` SAEs and skip transcoders)::
     relu             standard        transcoder             skip_transcoder
     jumprelu         jumprelu        jumprelu_transcoder    jumprelu_skip_transcoder
     batchtopk        jumprelu        jumprelu_transcoder    jumprelu_skip_transcoder
+    matryoshka_btk   jumprelu        jumprelu_transcoder    jumprelu_skip_transcoder
     topk             topk            topk_transcoder (*)    topk_skip_transcoder (*)
 
 (*) sae-lens 6 has no TopK transcoder class. These folders use the same tensor layout and a
@@ -63,6 +64,7 @@ from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.batchtopk import BatchTopKSAE
 from saestudio.sae.config import Activation
 from saestudio.sae.jumprelu import JumpReLUSAE
+from saestudio.sae.matryoshka import MatryoshkaBatchTopKSAE
 from saestudio.sae.standard import StandardSAE
 from saestudio.sae.topk import TopKSAE
 
@@ -108,6 +110,8 @@ _TRANSCODER_ARCH: dict[tuple[str, bool], str] = {
     ("jumprelu", True): "jumprelu_skip_transcoder",
     ("batchtopk", False): "jumprelu_transcoder",
     ("batchtopk", True): "jumprelu_skip_transcoder",
+    ("matryoshka_batchtopk", False): "jumprelu_transcoder",
+    ("matryoshka_batchtopk", True): "jumprelu_skip_transcoder",
     ("topk", False): "topk_transcoder",
     ("topk", True): "topk_skip_transcoder",
 }
@@ -115,6 +119,7 @@ _SAE_ARCH: dict[str, str] = {
     "relu": "standard",
     "jumprelu": "jumprelu",
     "batchtopk": "jumprelu",
+    "matryoshka_batchtopk": "jumprelu",
     "topk": "topk",
 }
 # SAELens transcoder architecture → (our activation, has skip), for importing.
@@ -134,6 +139,8 @@ LOADABLE_ARCHITECTURES: tuple[str, ...] = ("standard", "jumprelu", "topk", *_TRA
 def activation_of(sae: SparseAutoencoder) -> Activation:
     """The activation a module implements, read from its class (BatchTopK subclasses TopK,
     Anthropic subclasses Standard, so the order of the checks matters)."""
+    if isinstance(sae, MatryoshkaBatchTopKSAE):
+        return "matryoshka_batchtopk"
     if isinstance(sae, BatchTopKSAE):
         return "batchtopk"
     if isinstance(sae, TopKSAE):
@@ -187,11 +194,19 @@ def _major_version(version: Any) -> int | None:
 def _export_tensors(sae: SparseAutoencoder) -> dict[str, Tensor]:
     """State dict in SAELens names. ``threshold`` is the inference threshold (never
     ``log_threshold``): JumpReLU's θ or BatchTopK's global θ expanded to ``[d_sae]``."""
+    # the input centre c the encoder (and skip path) subtract is folded into the biases:
+    # (x − c)·W_enc + b_enc = x·W_enc + (b_enc − c·W_enc); W_skip·(x − c) likewise into b_dec
+    c = sae.get_buffer("input_centre").detach()
+    b_enc, b_dec = sae.b_enc.detach(), sae.b_dec.detach()
+    if bool(c.any()):
+        b_enc = b_enc - c.to(sae.W_enc) @ sae.W_enc.detach()
+        if sae.W_skip is not None:
+            b_dec = b_dec - sae.W_skip.detach() @ c.to(sae.W_skip)
     tensors: dict[str, Tensor] = {
         "W_enc": sae.W_enc,  # [d_in, d_sae]
         "W_dec": sae.W_dec,  # [d_sae, d_out]
-        "b_enc": sae.b_enc,  # [d_sae]
-        "b_dec": sae.b_dec,  # [d_out]
+        "b_enc": b_enc,  # [d_sae]
+        "b_dec": b_dec,  # [d_out]
     }
     if sae.W_skip is not None:
         tensors["W_skip"] = sae.W_skip  # [d_out, d_in]

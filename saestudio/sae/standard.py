@@ -104,7 +104,7 @@ class StandardSAE(SparseAutoencoder):
         if not (self.training and torch.is_grad_enabled()) or torch.compiler.is_compiling():
             return super().loss(x, target, settings)
         target = x if target is None else target
-        enc_in = x - self.b_dec if self.subtract_b_dec_from_input else x
+        enc_in = self.encoder_input(x)
         scratch = (
             self.workspace("grad_z", (x.shape[0], self.d_sae), x)
             if x.device.type == "cpu"

@@ -96,7 +96,6 @@ class TopKSAE(SparseAutoencoder):
     """
 
     unit_norm_decoder: ClassVar[bool] = True
-    init_biases_from_data: ClassVar[bool] = True
 
     def activate(self, pre_acts: Tensor) -> Tensor:
         return topk_activation(pre_acts, self.cfg.k)
@@ -132,9 +131,10 @@ class TopKSAE(SparseAutoencoder):
         use_aux = (
             settings.dead_mask is not None and settings.aux_k > 0 and settings.aux_coefficient > 0
         )
+        enc_in = self.encoder_input(x)  # x − centre (or − b_dec): graph kept for b_dec
         with torch.no_grad():  # the one dense product; it only chooses entries
             if x.device.type == "cpu":  # reuse the buffer (no page faults every step)
-                enc = x - self.b_dec if self.subtract_b_dec_from_input else x
+                enc = enc_in.detach()
                 pre = self.workspace("pre", (x.shape[0], self.d_sae), x)  # [batch, d_sae]
                 torch.addmm(self.b_enc.to(x.dtype), enc, self.W_enc.to(x.dtype), out=pre)
             else:  # accelerators: keep autocast (out= tensors are not autocast)
@@ -147,7 +147,6 @@ class TopKSAE(SparseAutoencoder):
             del pre
             main_plan = sparse_ops.column_plan(main, self.d_sae)  # shared by both backwards
             aux_plan = None if aux is None else sparse_ops.column_plan(aux[0], self.d_sae)
-        enc_in = x - self.b_dec if self.subtract_b_dec_from_input else x
         main_pre = sparse_ops.gather_preacts(
             enc_in, self.W_enc, self.b_enc, main, main_plan, main_raw
         )

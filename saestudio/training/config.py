@@ -150,7 +150,7 @@ class TrainConfig(BaseModel):
         None,
         ge=0,
         description="λ: L1 coefficient (standard, transcoder), L0 coefficient (jumprelu); "
-        "unused by topk/batchtopk. Default per architecture.",
+        "unused by topk/batchtopk/matryoshka_batchtopk. Default per architecture.",
     )
     sparsity_warmup_steps: int | None = Field(
         None, ge=0, description="Linear warm-up of λ from 0 (standard: first 5% of steps)."
@@ -399,7 +399,7 @@ def resolve(cfg: TrainConfig, d_in: int, d_out: int | None) -> Resolved:
     lr = cfg.lr
     if lr is None:
         lr = d.lr
-        if sae.activation_fn in ("topk", "batchtopk"):
+        if sae.uses_k:
             lr = d.lr / math.sqrt(sae.d_sae / 2**14)  # Gao et al. §A: lr ∝ 1/√(d_sae/2^14)
     warm = cfg.sparsity_warmup_steps
     if warm is None:

@@ -21,9 +21,16 @@ from saestudio.training import checkpoint as ckpt
 from saestudio.training.callbacks import MetricsFile
 from saestudio.training.config import Resolved, TrainConfig, resolve
 from saestudio.training.distributed import SINGLE, Dist
+from saestudio.training.evaluation import MetricAccumulator, weight_metrics
 from saestudio.training.export import export_sae
-from saestudio.training.metrics import density_histogram, reconstruction_metrics
+from saestudio.training.metrics import density_histogram
 from saestudio.training.schedules import lr_at, sparsity_at
+
+
+def _finite_rows(x: torch.Tensor) -> torch.Tensor:
+    """The rows whose squared norm is finite (one corrupt row must not set a statistic)."""
+    ok = torch.isfinite(x.pow(2).sum(1))
+    return x[ok] if bool(ok.any()) else x
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,16 +101,27 @@ class SAERun:
 
     # ---- normalisation ---------------------------------------------------------------------
     def set_scales(self, sample_in: torch.Tensor, sample_out: torch.Tensor | None) -> None:
-        """Dataset-wide scale factors from a sample (1 unless the mode needs them)."""
+        """Dataset-wide scale factors from a sample (1 unless the mode needs them), and the
+        biases started at the data's mean.
+
+        The scale is measured on the centred rows x − E[x]: b_dec starts at the mean, so the
+        SAE models the spread around it, and the sparsity penalty λ was calibrated (Anthropic:
+        E‖x‖ = √d_in; Gemma Scope: E‖x‖² = 1) on activations whose size is their spread.
+        Measured on raw rows, a large constant offset (residual streams often carry one)
+        would shrink the spread by ‖E[x]‖/spread, and at the default λ every latent dies.
+        For zero-mean data both definitions agree."""
         mode = self.hp.normalize_activations
 
         def scale(sample: torch.Tensor) -> float:
-            if mode == "expected_average_only_in":  # E‖x‖ = √d (SAELens, Anthropic)
+            sample = sample.float()
+            centred = sample - _finite_rows(sample).mean(0)
+            if mode == "expected_average_only_in":  # E‖x − x̄‖ = √d (SAELens, Anthropic)
                 return math.sqrt(sample.shape[1]) / float(
-                    sample.norm(dim=1).mean().clamp_min(1e-12)
+                    _finite_rows(centred).norm(dim=1).mean().clamp_min(1e-12)
                 )
-            if mode == "unit_mean_squared_norm":  # E‖x‖² = 1 (Gemma Scope)
-                return 1.0 / math.sqrt(float(sample.pow(2).sum(1).mean().clamp_min(1e-24)))
+            if mode == "unit_mean_squared_norm":  # E‖x − x̄‖² = 1 (Gemma Scope)
+                sq = _finite_rows(centred).pow(2).sum(1).mean().clamp_min(1e-24)
+                return 1.0 / math.sqrt(float(sq))
             return 1.0
 
         self.scale_in = scale(sample_in)
@@ -119,6 +137,9 @@ class SAERun:
             ok = torch.isfinite(x.pow(2).sum(1)) & torch.isfinite(y.pow(2).sum(1))
             if bool(ok.any()):
                 self.sae.init_biases_from_mean(x[ok].mean(0), y[ok].mean(0))
+                # a [rows, d_sae] forward: a spread-out subsample keeps it small
+                pick = torch.linspace(0, int(ok.sum()) - 1, min(int(ok.sum()), 2048)).long()
+                self.sae.init_encoder_scale(x[ok][pick], y[ok][pick])
 
     def prepare(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This SAE's input (and target) from a batch, normalised, on the device."""
@@ -228,8 +249,11 @@ class SAERun:
             )
         finally:
             self.sae.train()
-        met = reconstruction_metrics(x if y is None else y, res.out.x_hat, res.out.z)
-        line = {f"eval_{k}": float(v) for k, v in met.items()}
+        # the core metrics of saestudio.training.evaluation, from this same forward pass
+        acc = MetricAccumulator(self.sae.d_sae)
+        acc.add(x if y is None else y, res.out.x_hat, res.out.z)
+        met = {**acc.result(), **weight_metrics(self.sae)}
+        line = {f"eval_{k}": v for k, v in met.items()}
         line["eval_loss"] = float(res.loss.detach())
         return line
 

@@ -48,6 +48,16 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("jumprelu", {"architecture": "jumprelu"}, "JumpReLUSAE"),
     ("topk", {"architecture": "topk", "k": K}, "TopKSAE"),
     ("batchtopk", {"architecture": "batchtopk", "k": K}, "JumpReLUSAE"),
+    (
+        "matryoshka_batchtopk",
+        {"architecture": "matryoshka_batchtopk", "k": K, "matryoshka_widths": (16, 64, D_SAE)},
+        "JumpReLUSAE",
+    ),
+    (
+        "transcoder_matryoshka",
+        {"architecture": "transcoder", "activation": "matryoshka_batchtopk", "k": K},
+        "JumpReLUTranscoder",
+    ),
     ("skip_relu", {"architecture": "skip", "activation": "relu"}, "SkipTranscoder"),
     (
         "skip_jumprelu",

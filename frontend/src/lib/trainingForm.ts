@@ -27,6 +27,7 @@ export interface FieldContext {
 }
 
 const isJumpRelu = (c: FieldContext) => c.activation === "jumprelu";
+const isMatryoshka = (c: FieldContext) => c.activation === "matryoshka_batchtopk";
 
 export const FIELDS: FieldDef[] = [
   { path: "model", label: "Model (hub name or folder)", section: "data", kind: "text", when: (c) => c.source === "model" },
@@ -37,6 +38,8 @@ export const FIELDS: FieldDef[] = [
   { path: "sae.expansion_factor", label: "Expansion factor", section: "basic", kind: "number" },
   { path: "sae.d_sae", label: "Latents (d_sae)", section: "basic", kind: "number" },
   { path: "sae.k", label: "k (active latents)", section: "basic", kind: "number", when: (c) => c.usesK },
+  { path: "sae.matryoshka_widths", label: "Matryoshka widths (comma-separated)", section: "basic", kind: "text", when: isMatryoshka },
+  { path: "sae.matryoshka_aux_per_level", label: "AuxK per Matryoshka level", section: "advanced", kind: "bool", when: isMatryoshka },
   { path: "sparsity_coefficient", label: "Sparsity coefficient λ", section: "basic", kind: "number", when: (c) => !c.usesK },
   { path: "l0_target", label: "Target L0", section: "basic", kind: "number", when: isJumpRelu },
   { path: "steps", label: "Steps", section: "basic", kind: "number" },
@@ -91,7 +94,7 @@ export function contextFor(values: Record<string, string>, archs: ArchInfo[], so
   return {
     architecture: values["sae.architecture"] ?? "topk",
     activation,
-    usesK: activation === "topk" || activation === "batchtopk",
+    usesK: ["topk", "batchtopk", "matryoshka_batchtopk"].includes(activation),
     source,
   };
 }
@@ -113,6 +116,7 @@ export function placeholderFor(path: string, ctx: FieldContext, archs: ArchInfo[
   if (path === "sae.d_sae") return "expansion × d_in";
   if (path === "steps") return "2000";
   if (path === "aux_k") return "d_in / 2";
+  if (path === "sae.matryoshka_widths") return String(arch?.sae_defaults?.matryoshka_widths ?? active?.sae_defaults?.matryoshka_widths ?? "");
   if (path === "lr_decay_steps" || path === "sparsity_warmup_steps") return "architecture default";
   if (path === "dead_after_tokens") return "auto";
   const key = DEFAULT_KEYS[path];

@@ -59,8 +59,26 @@ def test_architectures_list_their_defaults(client: TestClient) -> None:
     assert set(archs) >= {"standard", "jumprelu", "topk", "batchtopk", "transcoder"}
     assert archs["topk"]["uses_k"] and not archs["jumprelu"]["uses_k"]
     assert archs["jumprelu"]["defaults"]["adam_beta1"] == 0.0  # Gemma Scope
-    assert archs["standard"]["defaults"]["sparsity_coefficient"] == 5.0
+    assert archs["standard"]["defaults"]["sparsity_coefficient"] == 1.0  # SAELens (issue 13)
     assert archs["transcoder"]["activation"] is None
+    mat = archs["matryoshka_batchtopk"]
+    assert mat["uses_k"] and mat["activation"] == "matryoshka_batchtopk"
+    assert "d_sae/64" in mat["sae_defaults"]["matryoshka_widths"]
+
+
+def test_matryoshka_widths_resolve_and_bad_ones_are_422(
+    client: TestClient, settings: Settings
+) -> None:
+    np.save(settings.data_dir / "acts.npy", np.zeros((100, 16), np.float32))
+    sae = {"architecture": "matryoshka_batchtopk", "k": 8}
+    r = client.post(f"{API}/trainings/validate", json=_body(sae=sae))
+    assert r.status_code == 200, r.text
+    assert r.json()["resolved"]["sae"]["matryoshka_widths"] == [2, 8, 32, 128]  # 8 × 16
+    # the last width must be d_sae (128), only knowable with the data's width
+    r = client.post(f"{API}/trainings", json=_body(sae={**sae, "matryoshka_widths": [16, 64]}))
+    assert r.status_code == 422, r.text
+    err = r.json()["detail"][0]
+    assert err["loc"] == ["body", "config", "sae", "matryoshka_widths"] and "d_sae" in err["msg"]
 
 
 def test_demo_queues_extraction_once_and_a_training_on_it(

@@ -64,6 +64,33 @@ def test_eval_prints_json_with_hook_and_model_from_the_sae_metadata(
     assert out["ce_loss_recovered"] == 1.0
     assert out["kl_spliced"] == pytest.approx(0.0, abs=1e-7)
     assert out["kl_zero"] > 0 and out["tokens"] == 3 * 15
+    # the core metrics on the hook's activations over the same text: an exact SAE
+    assert out["explained_variance"] == pytest.approx(1.0, abs=1e-5)
+    assert out["cossim"] == pytest.approx(1.0, abs=1e-5) and out["eval_rows"] == 3 * 16
+    assert out["l2_ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert out["relative_reconstruction_bias"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_eval_core_metrics_on_activations_without_a_model(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from saestudio.sae.saelens_load import load_saelens
+    from saestudio.training.evaluation import batched, core_metrics
+
+    x = np.random.default_rng(0).standard_normal((500, D)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    sae = build_sae(SAEConfig(architecture="topk", d_sae=4 * D, k=3).resolved(D))
+    save_saelens(sae.eval(), tmp_path / "topk")
+    argv = [str(tmp_path / "topk"), "--activations", str(tmp_path / "x.npy"), "--rows", "300"]
+    assert run_eval([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = core_metrics(load_saelens(tmp_path / "topk"), batched(torch.from_numpy(x[-300:]), None))
+    assert out["eval_rows"] == 300
+    for name in ("explained_variance", "mse", "cossim", "l2_ratio", "l0", "dead_latents"):
+        assert out[name] == pytest.approx(want[name], rel=1e-6), name
+    assert out["l0"] == pytest.approx(3.0)
 
 
 def test_eval_table_and_hook_override(

@@ -59,7 +59,7 @@ def test_architectures_list_their_defaults(client: TestClient) -> None:
     assert set(archs) >= {"standard", "jumprelu", "topk", "batchtopk", "transcoder"}
     assert archs["topk"]["uses_k"] and not archs["jumprelu"]["uses_k"]
     assert archs["jumprelu"]["defaults"]["adam_beta1"] == 0.0  # Gemma Scope
-    assert archs["standard"]["defaults"]["sparsity_coefficient"] == 1.0  # SAELens (issue 13)
+    assert archs["standard"]["defaults"]["sparsity_coefficient"] == 1.0  # issue 13
     assert archs["transcoder"]["activation"] is None
     mat = archs["matryoshka_batchtopk"]
     assert mat["uses_k"] and mat["activation"] == "matryoshka_batchtopk"

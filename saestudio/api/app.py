@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from saestudio import __version__
 from saestudio.api import ws
 from saestudio.api.deps import SettingsDep
+from saestudio.api.live import LiveHub, WriteNotices
 from saestudio.api.routes import checkpoints, datasets, features, studio, templates, trainings
 from saestudio.api.schemas import Health
 from saestudio.settings import Settings, get_settings, is_loopback
@@ -144,12 +145,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.db_url)
         yield
+        live.close()
 
     app = FastAPI(
         title="SAE Studio", version=__version__, lifespan=lifespan, description=DESCRIPTION
     )
     app.state.settings = settings
     app.state.celery = None
+    live = app.state.live = LiveHub(settings.celery_broker)
     app.add_exception_handler(StoreError, _store_error)
     for router in (
         health,
@@ -163,6 +166,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix=API_PREFIX)
     mount_web(app)
+    if live.redis_url is not None:  # every API process hears the writes of the others
+        app.add_middleware(WriteNotices, broker_url=live.redis_url, prefix=API_PREFIX)
     if needs_token:
         assert settings.api_token is not None
         app.add_middleware(BearerAuth, token=settings.api_token)

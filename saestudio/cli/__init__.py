@@ -4,6 +4,7 @@ that adds its subparser and a ``cmd_<name>`` that runs it.
     extract  model activations over text → an activation dataset   (cli/extract.py)
     train    an SAE or transcoder on them (torchrun for N devices)  (cli/train.py)
     eval     CE loss recovered / KL of an SAE spliced into an LM    (cli/eval.py)
+    inspect  per-latent stats, examples in context, logit lens       (cli/inspect.py)
     export   a checkpoint as a SAELens folder                       (cli/export.py)
     info     describe an SAE, checkpoint or run folder              (cli/info.py)
     demo     the offline MiniLM demo, start to finish               (cli/demo.py)
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from saestudio.cli.flags import format_validation_error
 
-COMMANDS = ("train", "worker", "export", "info", "demo", "extract", "eval", "serve")
+COMMANDS = ("train", "worker", "export", "info", "demo", "extract", "eval", "inspect", "serve")
 """The subcommands' modules under ``saestudio.cli``, in ``saestudio --help`` order."""
 
 

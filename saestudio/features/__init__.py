@@ -15,8 +15,8 @@ API
 window=8, bands=5, per_band=5, unembed=None, tokenizer=None, batch_size=4096,
 progress=None, should_stop=None, device="cpu") -> dict[str, InspectSummary]``
     ``saes`` maps a folder name to a SAELens folder, a checkpoint / one-SAE run folder
-    (:func:`run_saes` lists a run's SAEs) or an SAE module; SAE ``name`` is written to
-    ``out/<name>/``. ``hook`` overrides the hook each SAE's ``cfg.json`` names (the
+    (:func:`run_saes` lists a run's SAEs) or an SAE module (put in eval mode and moved to
+    ``device`` in place); SAE ``name`` is written to ``out/<name>/``. ``hook`` overrides the hook each SAE's ``cfg.json`` names (the
     input hook for transcoders); ``rows`` is a ``[start, stop)`` range (default: every
     row). ``unembed`` is ``W_U[d_model, vocab]`` (:func:`unembedding` of a causal LM;
     None for encoders: no ``logits`` then). ``tokenizer`` decodes token ids (without

@@ -21,11 +21,14 @@ from saestudio.activations.manifest import Manifest
 from saestudio.activations.store import ArrayDataset
 from saestudio.features.examples import Contexts, TokenTable, example_contexts
 from saestudio.features.logit_lens import logit_lens, token_entries
-from saestudio.features.records import LATENTS, InspectSummary, sig
+from saestudio.features.records import LATENTS, InspectSummary, sig, sig_array
 from saestudio.features.stats import hist_edges
 
 if TYPE_CHECKING:
     from saestudio.features.inspect import _Target
+
+
+LATENTS_PER_BLOCK = 256  # latents whose example text is built together
 
 
 class Decoder:
@@ -44,50 +47,74 @@ class Decoder:
         return s
 
 
-def _band_picks(
-    values: np.ndarray, rows: np.ndarray, bands: int, per_band: int
-) -> list[tuple[float, float, np.ndarray]]:
-    """Per band (weakest first): (low, high, indices into the reservoir slots)."""
-    ok = np.nonzero(rows >= 0)[0]
-    if len(ok) == 0:
-        return []
-    v = values[ok]
-    edges = np.quantile(v, np.linspace(0.0, 1.0, bands + 1))
-    band = np.clip(np.searchsorted(edges[1:-1], v, side="right"), 0, bands - 1)
-    out = []
-    for b in range(bands):
-        members = ok[band == b][:per_band]  # slots are in random-key order: a uniform pick
-        members = members[np.argsort(-values[members], kind="stable")]
-        out.append((float(edges[b]), float(edges[b + 1]), members))
-    return out
+def band_picks(
+    values: Tensor, rows: Tensor, bands: int, per_band: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Quantile bands of every latent's reservoir at once.
+
+    ``values``/``rows`` are the reservoir ``[d_sae, R]`` (valid slots first, in random-key
+    order; row −1 marks an empty slot). Returns the band edges ``[d_sae, bands + 1]``
+    (linear-interpolated quantiles of the valid values, as ``numpy.quantile``), each
+    slot's band ``[d_sae, R]`` and whether the slot is shown (the first ``per_band`` slots
+    of its band in slot order — a uniform pick).
+    """
+    valid = rows >= 0
+    n = valid.sum(1)  # [d_sae]
+    ordered = values.masked_fill(~valid, float("inf")).sort(dim=1).values
+    q = torch.linspace(0, 1, bands + 1, dtype=torch.float64)
+    posn = q[None, :] * (n.clamp_min(1) - 1).double()[:, None]  # [d_sae, bands + 1]
+    below = posn.floor().long()
+    above = (below + 1).clamp_max((n.clamp_min(1) - 1)[:, None])
+    lo_v, hi_v = ordered.double().gather(1, below), ordered.double().gather(1, above)
+    edges = (lo_v + (hi_v - lo_v) * (posn - below.double())).float()
+    edges[n == 0] = 0.0
+    inner = edges[:, 1:-1].contiguous()
+    band = torch.searchsorted(inner, values.contiguous(), right=True).clamp_(0, bands - 1)
+    onehot = torch.nn.functional.one_hot(band, bands) & valid[:, :, None]  # [d_sae, R, bands]
+    rank = onehot.cumsum(1).gather(2, band[:, :, None]).squeeze(2) - 1
+    shown = valid & (rank < per_band)
+    return edges, band, shown
+
+
+class _Json:
+    """JSON fragments of token strings, cached per token id."""
+
+    def __init__(self, decode: Decoder):
+        self.decode = decode
+        self.cache: dict[int, str] = {}
+
+    def token(self, token_id: int) -> str:
+        s = self.cache.get(token_id)
+        if s is None:
+            s = self.cache[token_id] = json.dumps(self.decode(token_id), ensure_ascii=False)
+        return s
 
 
 def _examples(
-    ctx: Contexts, rows: np.ndarray, acts: np.ndarray, window: int, decode: Decoder
-) -> list[dict[str, Any]]:
-    """One record per example, in the order of ``rows``."""
+    ctx: Contexts, rows: np.ndarray, acts: np.ndarray, window: int, js: _Json
+) -> list[str]:
+    """One JSON object (as text) per example, in the order of ``rows``."""
     valid = ctx.ids >= 0
-    first = valid.argmax(1)
-    length = valid.sum(1)
-    act_r = np.asarray(sig(ctx.acts.ravel()), dtype=np.float64).reshape(ctx.acts.shape)
+    first = valid.argmax(1).tolist()
+    length = valid.sum(1).tolist()
+    act_r = sig_array(ctx.acts)
     own = sig(acts)
+    ids_all: list[list[int]] = ctx.ids.tolist()
+    act_all: list[list[float]] = act_r.tolist()
+    rows_l: list[int] = rows.tolist()
+    has_text = js.decode.tokenizer is not None
+    text = {t: js.token(t) for t in np.unique(ctx.ids).tolist() if t >= 0}
     out = []
-    for e in range(len(rows)):
-        f, n = int(first[e]), int(length[e])
-        ids = ctx.ids[e, f : f + n].tolist()
-        toks = [decode(t) for t in ids] if decode.tokenizer is not None else None
+    for e in range(len(rows_l)):
+        f, n = first[e], length[e]
+        ids = ids_all[e][f : f + n]
         tid = ids[window - f]
+        context = "[" + ",".join(map(text.__getitem__, ids)) + "]" if has_text else "null"
         out.append(
-            {
-                "row": int(rows[e]),
-                "activation": own[e],
-                "token": decode(tid),
-                "token_id": tid,
-                "context": toks,
-                "context_ids": ids,
-                "context_activations": act_r[e, f : f + n].tolist(),
-                "position": window - f,
-            }
+            f'{{"row":{rows_l[e]},"activation":{own[e]!r},"token":{text.get(tid, "null")},'
+            f'"token_id":{tid},"context":{context},"context_ids":[{",".join(map(str, ids))}],'
+            f'"context_activations":[{",".join(map(repr, act_all[e][f : f + n]))}],'
+            f'"position":{window - f}}}'
         )
     return out
 
@@ -127,32 +154,45 @@ def write_inspection(
     res_rows, res_vals = t.reservoir.row.cpu().numpy(), t.reservoir.value.cpu().numpy()
 
     # every example of every latent, flattened: top first, then the quantile picks
-    lat_l, row_l, act_l = [], [], []
     ok = top_rows >= 0
-    lat_l.append(np.nonzero(ok)[0])
-    row_l.append(top_rows[ok])
-    act_l.append(top_vals[ok])
-    band_info: list[list[tuple[float, float, int, int]]] = []  # (low, high, first, n)
-    n_top = int(ok.sum())
-    cursor = n_top
-    for lat in range(d_sae):
-        entry = []
-        if count[lat]:
-            for low, high, members in _band_picks(res_vals[lat], res_rows[lat], bands, per_band):
-                lat_l.append(np.full(len(members), lat))
-                row_l.append(res_rows[lat, members])
-                act_l.append(res_vals[lat, members])
-                entry.append((low, high, cursor, len(members)))
-                cursor += len(members)
-        band_info.append(entry)
-    ex_lat = np.concatenate(lat_l).astype(np.int64)
-    ex_row = np.concatenate(row_l).astype(np.int64)
-    ex_act = np.concatenate(act_l).astype(np.float32)
+    edges_t, band_t, shown_t = band_picks(
+        t.reservoir.value.cpu(), t.reservoir.row.cpu(), bands, per_band
+    )
+    q_lat, q_slot = np.nonzero(shown_t.numpy())  # latent-major, slot order
+    q_band = band_t.numpy()[q_lat, q_slot]
+    ex_lat = np.concatenate([np.nonzero(ok)[0], q_lat]).astype(np.int64)
+    ex_row = np.concatenate([top_rows[ok], res_rows[q_lat, q_slot]]).astype(np.int64)
+    ex_act = np.concatenate([top_vals[ok], res_vals[q_lat, q_slot]]).astype(np.float32)
     ctx = example_contexts(
         sae, data, table, t.kth, t.loaded.normalize, ex_lat, ex_row, ex_act, window, device
     )
-    records = _examples(ctx, ex_row, ex_act, window, decode)
-    top_start = np.r_[0, np.cumsum(ok.sum(1))]
+    js = _Json(decode)
+    top_start = np.r_[0, np.cumsum(ok.sum(1))].tolist()
+    n_top = top_start[-1]
+    q_start = (n_top + np.searchsorted(q_lat, np.arange(d_sae + 1))).tolist()
+
+    def fragments(a: int, b: int) -> dict[int, str]:
+        """JSON text of the examples of latents ``[a, b)``, by example index (made a block
+        at a time: the text of every example at once would be gigabytes at d_sae 12288)."""
+        out: dict[int, str] = {}
+        for lo, hi in ((top_start[a], top_start[b]), (q_start[a], q_start[b])):
+            part = Contexts(ctx.ids[lo:hi], ctx.acts[lo:hi])
+            out.update(
+                zip(
+                    range(lo, hi),
+                    _examples(part, ex_row[lo:hi], ex_act[lo:hi], window, js),
+                    strict=True,
+                )
+            )
+        return out
+
+    # quantile examples of latent l, band b: highest first
+    q_groups: dict[tuple[int, int], list[int]] = {}
+    for e, (lat, b) in enumerate(zip(q_lat.tolist(), q_band.tolist(), strict=True)):
+        q_groups.setdefault((lat, b), []).append(n_top + e)
+    for members in q_groups.values():
+        members.sort(key=lambda e: -ex_act[e])
+    edge_s = sig_array(edges_t.numpy()).tolist()
 
     lens = None
     if unembed is not None:
@@ -166,27 +206,35 @@ def write_inspection(
     tmp = t.out / (LATENTS + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for lat in range(d_sae):
-            rec: dict[str, Any] = {
+            if lat % LATENTS_PER_BLOCK == 0:
+                frags = fragments(lat, min(d_sae, lat + LATENTS_PER_BLOCK))
+            head = {
                 "latent": lat,
                 "count": int(count[lat]),
                 "density": dens_s[lat],
                 "mean_activation": mean_s[lat],
                 "max_activation": max_s[lat],
                 "histogram": _trimmed_histogram(hist[lat], edges),
-                "top": records[top_start[lat] : top_start[lat + 1]],
-                "quantiles": [
-                    {"band": b, "low": sig(np.array([lo]))[0], "high": sig(np.array([hi]))[0],
-                     "examples": records[first : first + n]}
-                    for b, (lo, hi, first, n) in enumerate(band_info[lat])
-                ],
-            }  # fmt: skip
+            }
+            top = ",".join(frags[e] for e in range(top_start[lat], top_start[lat + 1]))
+            quant = []
+            if count[lat]:
+                for b in range(bands):
+                    shown = ",".join(frags[e] for e in q_groups.get((lat, b), []))
+                    quant.append(
+                        f'{{"band":{b},"low":{edge_s[lat][b]!r},"high":{edge_s[lat][b + 1]!r},'
+                        f'"examples":[{shown}]}}'
+                    )
+            line = json.dumps(head, separators=(",", ":"), ensure_ascii=False)[:-1]
+            line += f',"top":[{top}],"quantiles":[{",".join(quant)}]'
             if lens is not None:
                 tv, ti, bv, bi = lens
-                rec["logits"] = {
+                logits = {
                     "top": token_entries(tv[lat], ti[lat], decode),
                     "bottom": token_entries(bv[lat], bi[lat], decode),
                 }
-            f.write(json.dumps(rec, separators=(",", ":"), ensure_ascii=False) + "\n")
+                line += ',"logits":' + json.dumps(logits, separators=(",", ":"), ensure_ascii=False)
+            f.write(line + "}\n")
     os.replace(tmp, t.out / LATENTS)
     return InspectSummary(
         sae=t.loaded.source,

@@ -8,8 +8,9 @@ extraction (a row that is not stored) is simply not in it. Those rows are consec
 the dataset, so a context is the row span ``[row − position, row − position + len)``.
 
 The activations on the neighbouring rows come from encoding them again, pair by pair
-(example latent × neighbour row: one dot product with the latent's encoder column), in
-one pass over the example rows sorted by row; a TopK latent is active on a row when its
+(example latent × neighbour row: the latent's encoder column against the row; one GEMM
+of a chunk's row span against the chunk's latents), in one pass over the example rows sorted by
+row; a TopK latent is active on a row when its
 pre-activation reaches the row's k-th largest, which the main pass stored per row
 (:class:`KthFile`), so neighbours never need a full ``[rows, d_sae]`` encoding.
 """
@@ -30,7 +31,11 @@ from saestudio.sae.base import SparseAutoencoder
 from saestudio.sae.sparse_ops import topk_rows
 
 EXAMPLES_PER_CHUNK = 1024  # examples whose windows are encoded together
-SPAN_ROWS = 8192  # most dataset rows read for one chunk
+SPAN_ROWS = 512  # most dataset rows one chunk's examples may span (the GEMM is span × m)
+
+
+def _arange(n: int, device: torch.device) -> Tensor:
+    return torch.arange(n, device=device)
 
 
 class TokenTable:
@@ -173,27 +178,28 @@ def example_contexts(
         tok, pos = table.read(lo, hi)
         nr = row[sel, None] + offsets[None, :]  # [m, width] neighbour rows
         li = np.clip(nr - lo, 0, hi - lo - 1)
-        centre = row[sel] - lo
+        centre = pos[row[sel] - lo]
         valid = (
             (nr >= lo)
             & (nr < hi)
-            & (pos[li, 0] == pos[centre, 0][:, None])
-            & (np.abs(pos[li, 1] - pos[centre, 1][:, None]) <= window)
+            & (pos[li, 0] == centre[:, 0, None])
+            & (np.abs(pos[li, 1] - centre[:, 1, None]) <= window)
         )
         ids[sel] = np.where(valid, tok[li], -1)
-        e_idx, slot = np.nonzero(valid)
-        x = encoder_input(sae, data.read(lo, hi).to(device), normalize)
-        rows_t = torch.from_numpy(li[e_idx, slot]).to(device)
-        lat_t = torch.from_numpy(latent[sel][e_idx]).to(device)
-        pre = (x.index_select(0, rows_t) * w_t.index_select(0, lat_t)).sum(1) + b_enc[lat_t]
+        x = encoder_input(sae, data.read(lo, hi).to(device), normalize)  # [span, d_in]
+        li_t = torch.from_numpy(li).to(device)
+        lat_t = torch.from_numpy(latent[sel]).to(device)
+        # the chunk's latents on the span's rows, one GEMM [span, d_in] @ [d_in, m]; then
+        # each example reads its own column at its window's rows
+        cols = torch.addmm(b_enc[lat_t], x, w_t[lat_t].T)  # [span, m]
+        pre = cols[li_t, _arange(len(sel), device)[:, None]]  # [m, width]
         k_t = None
         if uses_topk(sae):
-            k_t = torch.from_numpy(_kth_rows(sae, kth, x, lo, hi)).to(device)[rows_t]
-        a = pair_activations(sae, pre, lat_t, k_t).float().cpu().numpy()
-        block = acts[sel]
-        block[e_idx, slot] = a
-        block[:, window] = activation[sel]
-        acts[sel] = block
+            k_t = torch.from_numpy(_kth_rows(sae, kth, x, lo, hi)).to(device)[li_t]
+        a = pair_activations(sae, pre, lat_t[:, None].expand_as(pre), k_t).float().cpu().numpy()
+        a[~valid] = np.nan
+        a[:, window] = activation[sel]
+        acts[sel] = a
         i = j
     return Contexts(ids, acts)
 

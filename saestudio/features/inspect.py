@@ -32,7 +32,10 @@ from saestudio.sae.sparse_ops import topk_rows
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=\-]{0,199}")
-RESERVOIR_PER_EXAMPLE = 4  # reservoir slots per shown quantile example
+DENSE_ROWS = 512
+RESERVOIR_PER_EXAMPLE = 2
+"""Reservoir slots per shown quantile example: bands are the sample's own quantiles, so
+each band holds 2·per_band sampled firings to pick per_band from."""
 
 
 class InspectionStopped(RuntimeError):
@@ -66,14 +69,25 @@ class _Target:
             fire = values > 0
             latent, value = idx[fire], values[fire]
             row = torch.arange(start, start + n, device=x.device)[:, None].expand_as(idx)[fire]
-        else:
-            z = sae.activate(pre)
-            hit = (z > 0).nonzero()
-            latent, value, row = hit[:, 1], z[hit[:, 0], hit[:, 1]], hit[:, 0] + start
-        self.stats.add(latent, value, n)
+            self._add(latent, value, row, n)
+            return
+        z = sae.activate(pre)
+        # a dense activation (an untrained ReLU SAE fires on half its latents) is taken
+        # DENSE_ROWS rows at a time, so the entry lists stay a bounded size
+        for s in range(0, n, DENSE_ROWS):
+            hit = (z[s : s + DENSE_ROWS] > 0).nonzero()
+            value = z[s + hit[:, 0], hit[:, 1]]
+            self._add(hit[:, 1], value, hit[:, 0] + start + s, min(DENSE_ROWS, n - s))
+
+    def _add(self, latent: Tensor, value: Tensor, row: Tensor, rows: int) -> None:
+        self.stats.add(latent, value, rows)
         self.top.offer(latent, value, value, row)
-        keys = torch.rand(len(latent), generator=self.gen, device=x.device)
+        keys = torch.rand(len(latent), generator=self.gen, device=latent.device)
         self.reservoir.offer(latent, keys, value, row)
+
+    def release(self) -> None:
+        """Drop the pass's ``[batch, d_sae]`` buffer from the module (it may live on)."""
+        self.loaded.sae.__dict__.get("_workspaces", {}).pop("inspect_pre", None)
 
 
 def _range(rows: tuple[int, int] | None, total: int) -> tuple[int, int]:
@@ -213,6 +227,7 @@ def _inspect(
             if progress is not None:
                 progress(e - start, stop - start)
         for t in state:
+            t.release()
             if t.kth is not None:
                 t.kth.close()
         written = {}

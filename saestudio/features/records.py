@@ -57,7 +57,13 @@ class InspectSummary(BaseModel):
 
 
 def sig(arr: np.ndarray, digits: int = 6) -> list[float]:
-    """``arr`` as Python floats rounded to ``digits`` significant digits.
+    """``arr`` as a list of Python floats rounded to ``digits`` significant digits."""
+    out: list[float] = sig_array(arr, digits).tolist()
+    return out
+
+
+def sig_array(arr: np.ndarray, digits: int = 6) -> np.ndarray:
+    """``arr`` (float64) rounded to ``digits`` significant digits.
 
     Rounding by an exact power of ten makes each value the double nearest to a short
     decimal, so ``json.dumps`` writes ``0.123457`` instead of a float32's 17 digits.
@@ -73,7 +79,7 @@ def sig(arr: np.ndarray, digits: int = 6) -> list[float]:
     out_nz = np.where(pos, np.rint(v * scale) / scale, np.rint(v / scale) * scale)
     out[nz] = out_nz
     out[~np.isfinite(a)] = a[~np.isfinite(a)]
-    return [float(x) for x in out.tolist()]
+    return out
 
 
 def write_atomic_text(path: Path, text: str) -> None:

@@ -55,7 +55,7 @@ def load_for_inspection(path: str | Path) -> LoadedSAE:
         raise FileNotFoundError(f"SAE: no such folder: {p}")
     if (p / CFG).is_file():
         return _from_saelens(p, str(p))
-    from saestudio.export import export_checkpoint
+    from saestudio.training.export import export_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         out = export_checkpoint(p, Path(tmp) / "sae")

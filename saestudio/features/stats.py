@@ -55,7 +55,7 @@ def hist_edges() -> list[float]:
 class RankedSlots:
     """Per latent, the ``n`` entries with the highest priority seen so far.
 
-    ``priority``/``value``/``row`` are ``[d_sae, n]``, best first; empty slots hold
+    Priorities must be ≥ 0. ``priority``/``value``/``row`` are ``[d_sae, n]``, best first; empty slots hold
     priority −inf and row −1. ``floor[l]`` is latent l's n-th best priority: a new entry
     is a candidate only above it, so after the first batches almost every entry is
     dropped by one comparison, and the merge touches only the latents with candidates.
@@ -73,10 +73,9 @@ class RankedSlots:
         if not bool(keep.any()):
             return
         latent, priority, value, row = latent[keep], priority[keep], value[keep], row[keep]
-        # group by latent, best first inside each group (stable sort keeps the order)
-        order = priority.argsort(descending=True)
-        latent, priority, value, row = latent[order], priority[order], value[order], row[order]
-        order = latent.argsort(stable=True)
+        # one sort groups by latent, best first inside a group: priorities are ≥ 0
+        # (activations, uniform keys) and 0.5/(1 + p) ∈ (0, 0.5] falls as p rises
+        order = (latent.double() + 0.5 / (1.0 + priority.double())).argsort()
         latent, priority, value, row = latent[order], priority[order], value[order], row[order]
         uniq, counts = torch.unique_consecutive(latent, return_counts=True)
         starts = counts.cumsum(0) - counts

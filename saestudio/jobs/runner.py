@@ -14,6 +14,9 @@ Guarantees a store can rely on:
   so a resumed or redelivered job neither loses nor duplicates lines;
 - a job calls ``heartbeat`` every ``heartbeat_s`` from a background thread while it runs
   (the watchdog in :mod:`saestudio.jobs.tasks` re-queues jobs whose heartbeat stops).
+
+Every status change, metrics batch, checkpoint and training heartbeat is also published
+to the job's event channel (:mod:`saestudio.jobs.events`), after the store has it.
 """
 
 from __future__ import annotations
@@ -114,7 +117,10 @@ def run_training(
     progress: dict[str, Any] = {"total_steps": cfg.total_steps}
 
     def beat() -> bool | None:
-        return store.heartbeat(training_id, hostname, **(cb.progress if cb else progress))
+        alive = store.heartbeat(training_id, hostname, **(cb.progress if cb else progress))
+        if cb is not None and alive is not False:  # new step, ETA, metrics: readers re-read
+            events.publish(channel, {"type": "progress", "training_id": training_id})
+        return alive
 
     cb: StoreCallback | None = None
     heart = Heartbeat(beat, timing.heartbeat_s, timing.stale_after_s)

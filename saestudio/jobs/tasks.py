@@ -33,7 +33,12 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from saestudio.jobs.celery_app import app
 from saestudio.jobs.contracts import JobKind, JobStore, JobTiming
-from saestudio.jobs.events import EventSink, make_event_sink
+from saestudio.jobs.events import (
+    EventSink,
+    dataset_channel,
+    make_event_sink,
+    training_channel,
+)
 from saestudio.settings import get_settings
 
 if TYPE_CHECKING:
@@ -79,6 +84,15 @@ def get_store() -> JobStore:
 @lru_cache
 def _events(broker_url: str) -> EventSink:
     return make_event_sink(broker_url)
+
+
+def _announce(events: EventSink, kind: JobKind, job_id: int, status: str) -> None:
+    """A status the store recorded outside the runner, to the live readers."""
+    if kind == "training":
+        channel, key = training_channel(job_id), "training_id"
+    else:
+        channel, key = dataset_channel(job_id), "dataset_id"
+    events.publish(channel, {"type": "status", key: job_id, "status": status})
 
 
 def enqueue(celery: Celery, kind: JobKind, job_id: int) -> None:
@@ -143,6 +157,7 @@ def train_task(self: Task, training_id: int) -> str:
     cfg, run_dir = job
     if gate == "failed":
         store.trainings.set_status(training_id, "failed", error=why, worker=host)
+        _announce(_events(str(self.app.conf.broker_url)), "training", training_id, "failed")
         return "failed"
     with _beating(lambda: store.trainings.heartbeat(training_id, host), timing.heartbeat_s):
         from saestudio.jobs.runner import run_training
@@ -244,8 +259,10 @@ def ping_task(self: Task, name: str) -> str:
 def recover_stale(store: JobStore, celery: Celery, stale_after_s: float) -> list[tuple[str, int]]:
     """One watchdog pass: re-queue the jobs whose worker stopped heartbeating."""
     found = store.claim_stale(stale_after_s)
+    events = _events(str(celery.conf.broker_url))
     for kind, job_id in found:
         log.warning("%s %s: no heartbeat for %.0f s; re-queued", kind, job_id, stale_after_s)
+        _announce(events, kind, job_id, "queued")
         enqueue(celery, kind, job_id)
     return list(found)
 

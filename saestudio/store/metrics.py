@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from saestudio.store._common import dialect_insert
@@ -61,6 +61,21 @@ def split_line(line: Mapping[str, Any]) -> dict[MetricKind, dict[str, Any]]:
     return parts
 
 
+def line_rows(lines: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """Trainer lines as the rows they are stored as: {(SAE, step, kind): metrics}, the
+    last line for a key winning. The live path turns a worker's published lines into
+    WebSocket rows with this too, so they equal what a reader of the table gets."""
+    rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for line in lines:
+        step = line.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"metrics line needs a non-negative integer 'step': {line!r:.200}")
+        sae = str(line.get("sae") or DEFAULT_SAE)
+        for kind, body in split_line(line).items():
+            rows[(sae, step, kind)] = body
+    return rows
+
+
 def add_metrics(session: Session, training_id: int, lines: Iterable[Mapping[str, Any]]) -> int:
     """Upsert a batch of trainer lines in one statement (an executemany inside the
     caller's one commit); returns the number of (SAE, step, kind) rows written.
@@ -69,21 +84,17 @@ def add_metrics(session: Session, training_id: int, lines: Iterable[Mapping[str,
     latest execution is the one whose weights survive), so a redelivered job neither
     fails nor duplicates. Within a batch, the last line for a key wins."""
     now = utcnow()
-    rows: dict[tuple[str, int, str], dict[str, Any]] = {}
-    for line in lines:
-        step = line.get("step")
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"metrics line needs a non-negative integer 'step': {line!r:.200}")
-        sae = str(line.get("sae") or DEFAULT_SAE)
-        for kind, body in split_line(line).items():
-            rows[(sae, step, kind)] = {
-                "training_id": training_id,
-                "sae": sae,
-                "step": step,
-                "kind": kind,
-                "metrics": body,
-                "created_at": now,
-            }
+    rows = [
+        {
+            "training_id": training_id,
+            "sae": sae,
+            "step": step,
+            "kind": kind,
+            "metrics": body,
+            "created_at": now,
+        }
+        for (sae, step, kind), body in line_rows(lines).items()
+    ]
     if not rows:
         return 0
     stmt = dialect_insert(session)(TrainingMetric.__table__)
@@ -91,7 +102,7 @@ def add_metrics(session: Session, training_id: int, lines: Iterable[Mapping[str,
         index_elements=["training_id", "sae", "step", "kind"],
         set_={"metrics": stmt.excluded.metrics, "created_at": stmt.excluded.created_at},
     )
-    session.execute(stmt, list(rows.values()))
+    session.execute(stmt, rows)
     return len(rows)
 
 
@@ -123,6 +134,12 @@ def metrics(
     if limit is not None:
         stmt = stmt.limit(limit)
     return list(session.scalars(stmt))
+
+
+def last_step(session: Session, training_id: int) -> int | None:
+    """The highest step with a stored line, or None: where a live reader starts."""
+    stmt = select(func.max(TrainingMetric.step)).where(TrainingMetric.training_id == training_id)
+    return session.scalar(stmt)
 
 
 def delete_metrics_after(

@@ -35,7 +35,14 @@ from saestudio.store.datasets import (
     update_dataset,
 )
 from saestudio.store.lifecycle import ControlOutcome, Heartbeat
-from saestudio.store.metrics import add_metrics, delete_metrics_after, metrics, split_line
+from saestudio.store.metrics import (
+    add_metrics,
+    delete_metrics_after,
+    last_step,
+    line_rows,
+    metrics,
+    split_line,
+)
 from saestudio.store.states import (
     TRANSITIONS,
     BestCheckpointProtected,
@@ -100,6 +107,8 @@ __all__ = [
     "get_template_by_name",
     "get_training",
     "heartbeat",
+    "last_step",
+    "line_rows",
     "list_checkpoints",
     "list_datasets",
     "list_templates",

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from saestudio.activations.synthetic import make_ground_truth
 from saestudio.jobs.celery_app import make_celery
 from saestudio.jobs.contracts import JobTiming
 from saestudio.jobs.embedded import start_worker, stop_worker
-from saestudio.jobs.events import MemoryEventSink, make_event_sink, training_channel
+from saestudio.jobs.events import MemoryEventSink, listen, make_event_sink, training_channel
 from saestudio.jobs.runner import resume_step, run_extraction, run_training
 from saestudio.jobs.tasks import PING_TASK, enqueue
 from saestudio.settings import Settings
@@ -233,17 +234,31 @@ def redis_or_skip() -> str:
 
 
 def test_redis_events_reach_a_subscriber() -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_or_skip())
-    sub = client.pubsub(ignore_subscribe_messages=True)
+    """What a worker publishes reaches the API's one pattern subscription, on the
+    logical channel, stamped with its publishing time."""
+    url = redis_or_skip()
     channel = training_channel(f"test-{uuid.uuid4().hex[:8]}")
-    sub.subscribe(channel)
-    sub.get_message(timeout=1)  # the subscription is active once acknowledged
-    make_event_sink(REDIS_URL).publish(channel, {"type": "metrics", "step": 5})
-    message = sub.get_message(timeout=2)
-    sub.close()
-    assert message is not None and json.loads(message["data"]) == {"type": "metrics", "step": 5}
+    got: list[tuple[str, dict[str, Any]]] = []
+    subscribed, stop = threading.Event(), threading.Event()
+
+    def on_event(ch: str, event: dict[str, Any]) -> None:
+        if ch == channel:
+            got.append((ch, event))
+            stop.set()
+
+    listener = threading.Thread(target=listen, args=(url, on_event, subscribed.set, stop))
+    listener.start()
+    try:
+        assert subscribed.wait(5)
+        before = time.time()
+        make_event_sink(url).publish(channel, {"type": "metrics", "step": 5})
+        listener.join(5)
+    finally:
+        stop.set()
+        listener.join(5)
+    [(_, event)] = got
+    assert {k: event[k] for k in ("type", "step")} == {"type": "metrics", "step": 5}
+    assert before <= event["published_at"] <= time.time()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -64,6 +64,9 @@ def test_completed_run_is_inspected_indexed_and_served(settings: Settings) -> No
         status_body = client.get(f"{API}/trainings/{run}/inspection").json()
         assert status_body["inspection"]["status"] == "completed"
         assert status_body["inspectable"] is True  # may be run again
+        shown = status_body["inspection"]["summary"]["sae"]
+        assert shown["dataset"] == "activations/demo"  # no server paths in the API
+        assert not shown["sae"].startswith("/")
 
 
 def test_a_completed_training_queues_its_inspection(settings: Settings) -> None:

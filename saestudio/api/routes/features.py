@@ -115,6 +115,20 @@ def _check_latent(run: Training, latent: int) -> None:
 # ---- the inspection job -------------------------------------------------------------------
 
 
+def _public(settings: Settings, row: Inspection) -> InspectionPublic:
+    """The row as the API shows it: the summaries' folders relative to the data dir (a
+    client has no business with the server's absolute paths)."""
+    out = InspectionPublic.model_validate(row)
+    if out.summary:
+        root = settings.data_dir.as_posix().rstrip("/") + "/"
+        out.summary = {
+            sae: {k: v[len(root):] if isinstance(v, str) and v.startswith(root) else v
+                  for k, v in fields.items()}
+            for sae, fields in out.summary.items()
+        }  # fmt: skip
+    return out
+
+
 @router.get("/inspection", response_model=FeaturesStatus)
 def inspection_status(
     training_id: IdPath, session: SessionDep, settings: SettingsDep
@@ -126,7 +140,7 @@ def inspection_status(
     why = _why_not(settings, run)
     busy = found is not None and found.status in ("queued", "running")
     return FeaturesStatus(
-        inspection=InspectionPublic.model_validate(found) if found else None,
+        inspection=_public(settings, found) if found else None,
         saes=list(run.exports or {}),
         inspectable=why is None and not busy,
         why_not=why,

@@ -145,6 +145,8 @@ def _hook_rows(
     model: Any, ids: torch.Tensor, hooks: list[str], batch_size: int
 ) -> list[torch.Tensor]:
     """The activations at ``hooks`` over ``ids`` (one clean pass), ``[tokens, d]`` each."""
+    import torch
+
     from saestudio.activations.downstream import _hooks
     from saestudio.activations.hookpoints import resolve_hook
 

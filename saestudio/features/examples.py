@@ -108,13 +108,12 @@ def uses_topk(sae: SparseAutoencoder) -> bool:
 
 
 def encoder_input(sae: SparseAutoencoder, x: Tensor, normalize: str) -> Tensor:
-    """What the encoder multiplies: the run-time normalisation, then ``x − b_dec`` for
-    SAEs that subtract it."""
+    """What the encoder multiplies: the run-time normalisation, then the module's own
+    :meth:`~saestudio.sae.base.SparseAutoencoder.encoder_input` (x − b_dec or x − its
+    input centre)."""
     if normalize == "constant_norm_rescale":  # each row to norm √d_in (SAELens)
         x = x * (math.sqrt(x.shape[1]) / x.norm(dim=1, keepdim=True).clamp_min(1e-12))
-    if sae.subtract_b_dec_from_input:
-        x = x - sae.b_dec.to(x.dtype)
-    return x
+    return sae.encoder_input(x)
 
 
 def pair_activations(
@@ -132,7 +131,7 @@ def pair_activations(
     if fn == "jumprelu":
         th = sae.get_parameter("threshold").detach()[latent].to(pre.dtype)
         return pre * (pre > th).to(pre.dtype)
-    if fn == "batchtopk":
+    if fn in ("batchtopk", "matryoshka_batchtopk"):  # at inference: one global threshold
         th = sae.get_buffer("threshold_ema").detach().clamp_min(0.0).to(pre.dtype)
         return pre * (pre > th).to(pre.dtype)
     return pre.relu()

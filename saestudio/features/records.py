@@ -9,7 +9,6 @@ folder either holds a finished inspection or none.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,8 +107,3 @@ def load_latents(folder: str | Path) -> Iterator[dict[str, Any]]:
         for line in f:
             if line.strip():
                 yield json.loads(line)
-
-
-def finite(x: float) -> float | None:
-    """JSON has no NaN: None instead."""
-    return None if math.isnan(x) else x

@@ -64,8 +64,11 @@ def make_sae(arch: str, seed: int = 0, hook: str = "resid_post.1", **kw) -> Spar
         384, kw.get("d_out")
     )
     sae = build_sae(cfg).eval()
+    x = _DATA.get(hook)
+    if x is not None:  # encoders see x − E[x] (the trainer's default start)
+        sae.get_buffer("input_centre").copy_(x.mean(0))
     if cfg.activation_fn in ("relu", "jumprelu", "batchtopk"):
-        x = _DATA[hook]
+        assert x is not None
         with torch.no_grad():
             pre = sae.pre_activations(x)
             sae.b_enc.sub_(pre.quantile(0.92, dim=0))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,10 +23,7 @@ from saestudio.features.examples import Contexts, TokenTable, example_contexts
 from saestudio.features.logit_lens import logit_lens, token_entries
 from saestudio.features.records import LATENTS, InspectSummary, sig, sig_array
 from saestudio.features.stats import hist_edges
-
-if TYPE_CHECKING:
-    from saestudio.features.inspect import _Target
-
+from saestudio.features.target import Target
 
 LATENTS_PER_BLOCK = 256  # latents whose example text is built together
 
@@ -128,7 +125,7 @@ def _trimmed_histogram(counts: np.ndarray, edges: list[float]) -> dict[str, list
 
 
 def write_inspection(
-    t: _Target,
+    t: Target,
     data: ArrayDataset,
     table: TokenTable,
     manifest: Manifest,

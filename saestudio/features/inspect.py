@@ -23,71 +23,18 @@ from torch import Tensor
 from saestudio.activations.manifest import open_activation_dataset, open_hook
 from saestudio.activations.store import ArrayDataset
 from saestudio.features.assemble import write_inspection
-from saestudio.features.examples import KthFile, TokenTable, encoder_input, uses_topk
+from saestudio.features.examples import KthFile, TokenTable, uses_topk
 from saestudio.features.records import SUMMARY, InspectSummary, write_atomic_text
 from saestudio.features.saes import LoadedSAE, load_for_inspection
-from saestudio.features.stats import LatentStats, RankedSlots
+from saestudio.features.target import Target
 from saestudio.sae.base import SparseAutoencoder
-from saestudio.sae.sparse_ops import topk_rows
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=\-]{0,199}")
-DENSE_ROWS = 512
-RESERVOIR_PER_EXAMPLE = 2
-"""Reservoir slots per shown quantile example: bands are the sample's own quantiles, so
-each band holds 2·per_band sampled firings to pick per_band from."""
 
 
 class InspectionStopped(RuntimeError):
     """``should_stop()`` returned True; nothing was written."""
-
-
-class _Target:
-    """One SAE's state during the pass."""
-
-    def __init__(self, name: str, loaded: LoadedSAE, hook: str, out: Path, p: dict[str, Any]):
-        self.name, self.loaded, self.hook, self.out = name, loaded, hook, out
-        sae, dev = loaded.sae, p["device"]
-        self.stats = LatentStats(sae.d_sae, dev)
-        self.top = RankedSlots(sae.d_sae, p["top_n"], dev)
-        n_res = p["bands"] * p["per_band"] * RESERVOIR_PER_EXAMPLE
-        self.reservoir = RankedSlots(sae.d_sae, n_res, dev)
-        self.gen = torch.Generator(device=dev).manual_seed(0)
-        self.kth: KthFile | None = None
-
-    @torch.no_grad()
-    def consume(self, x: Tensor, start: int) -> None:
-        sae: SparseAutoencoder = self.loaded.sae
-        x = encoder_input(sae, x, self.loaded.normalize)
-        n = x.shape[0]
-        pre = sae.workspace("inspect_pre", (n, sae.d_sae), x)  # [batch, d_sae], reused
-        torch.addmm(sae.b_enc, x, sae.W_enc, out=pre)
-        if uses_topk(sae):
-            values, idx = topk_rows(pre, sae.cfg.k)  # [batch, k]
-            assert self.kth is not None
-            self.kth.append(values.min(dim=1).values)
-            fire = values > 0
-            latent, value = idx[fire], values[fire]
-            row = torch.arange(start, start + n, device=x.device)[:, None].expand_as(idx)[fire]
-            self._add(latent, value, row, n)
-            return
-        z = sae.activate(pre)
-        # a dense activation (an untrained ReLU SAE fires on half its latents) is taken
-        # DENSE_ROWS rows at a time, so the entry lists stay a bounded size
-        for s in range(0, n, DENSE_ROWS):
-            hit = (z[s : s + DENSE_ROWS] > 0).nonzero()
-            value = z[s + hit[:, 0], hit[:, 1]]
-            self._add(hit[:, 1], value, hit[:, 0] + start + s, min(DENSE_ROWS, n - s))
-
-    def _add(self, latent: Tensor, value: Tensor, row: Tensor, rows: int) -> None:
-        self.stats.add(latent, value, rows)
-        self.top.offer(latent, value, value, row)
-        keys = torch.rand(len(latent), generator=self.gen, device=latent.device)
-        self.reservoir.offer(latent, keys, value, row)
-
-    def release(self) -> None:
-        """Drop the pass's ``[batch, d_sae]`` buffer from the module (it may live on)."""
-        self.loaded.sae.__dict__.get("_workspaces", {}).pop("inspect_pre", None)
 
 
 def _range(rows: tuple[int, int] | None, total: int) -> tuple[int, int]:
@@ -204,14 +151,14 @@ def _inspect(
     start, stop = _range(rows, manifest.rows)
     data: dict[str, ArrayDataset] = {}
     p = {"device": dev, "top_n": top_n, "bands": bands, "per_band": per_band}
-    state: list[_Target] = []
+    state: list[Target] = []
     for name, (value, folder) in targets.items():
         loaded = _load(value)
         loaded.sae.to(dev)
         h = _resolve_hook(name, loaded, hook, manifest.hooks)
         if h not in data:
             data[h] = open_hook(activations, h)
-        state.append(_Target(name, loaded, h, folder, p))
+        state.append(Target(name, loaded, h, folder, p))
     table = TokenTable(activations, manifest)
     with tempfile.TemporaryDirectory(prefix="saestudio-inspect-") as tmp:
         for i, t in enumerate(state):

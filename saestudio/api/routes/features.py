@@ -6,6 +6,7 @@ included) and the prompt search. Thin routes over :mod:`saestudio.store.inspecti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
+from saestudio.activations.manifest import Manifest, open_activation_dataset
 from saestudio.api.deps import MAX_ID, CeleryDep, IdPath, SessionDep, SettingsDep
 from saestudio.api.feature_schemas import (
     NO_NUL,
@@ -38,7 +40,7 @@ from saestudio.api.feature_schemas import (
     PromptSearch,
 )
 from saestudio.api.paths import model_source
-from saestudio.api.prompt_search import ModelUnavailable, TooLong, encode_prompt
+from saestudio.api.prompt_search import ModelUnavailable, TooLong, encode_prompt, warm
 from saestudio.jobs.inspect_job import LATENTS_FILE, read_record
 from saestudio.jobs.tasks import enqueue
 from saestudio.settings import Settings
@@ -134,11 +136,15 @@ def inspection_status(
     training_id: IdPath, session: SessionDep, settings: SettingsDep
 ) -> FeaturesStatus:
     """The run's inspection (status, progress, per-SAE summaries) and whether one can be
-    queued."""
+    queued. Once it is complete the run's model starts loading in the background, so the
+    tab's first prompt search does not wait for it."""
     run = repo.get_training(session, training_id)
     found = inspections.inspection_of(session, run.id)
     why = _why_not(settings, run)
     busy = found is not None and found.status in ("queued", "running")
+    if found is not None and found.status == "completed":
+        with contextlib.suppress(HTTPException, OSError, ValueError):
+            warm(_prompt_manifest(settings, run))
     return FeaturesStatus(
         inspection=_public(settings, found) if found else None,
         saes=list(run.exports or {}),
@@ -338,6 +344,17 @@ def clear_label(
 # ---- prompt search ------------------------------------------------------------------------
 
 
+def _prompt_manifest(settings: Settings, run: Training) -> Manifest:
+    """The run's dataset manifest, its model confined by the model policy: the model the
+    dataset names loads here, in the API process, under the same rule as a request naming
+    a model (a hub name, or a folder under the model roots), else 400."""
+    source = run.config.get("activations")
+    if not source:
+        raise HTTPException(409, detail="model: an on-the-fly run has no dataset manifest")
+    manifest = open_activation_dataset(_inside(settings, str(source)))
+    return manifest.model_copy(update={"model": model_source(settings, manifest.model, "model")})
+
+
 @router.post("/features/search", response_model=PromptResult)
 def prompt_search(
     training_id: IdPath, body: PromptSearch, session: SessionDep, settings: SettingsDep
@@ -346,19 +363,9 @@ def prompt_search(
     the API process. 422 naming ``text`` past ``Settings.prompt_tokens`` tokens; 400
     naming ``model`` when the dataset's model folder is outside the model roots, 409 when
     the model cannot be loaded on this server (a hub name while offline)."""
-    from saestudio.activations.manifest import open_activation_dataset
-
     run = repo.get_training(session, training_id)
     label = _sae(run, body.sae)
-    source = run.config.get("activations")
-    if not source:
-        raise HTTPException(409, detail="model: an on-the-fly run has no dataset manifest")
-    manifest = open_activation_dataset(_inside(settings, str(source)))
-    # the model the dataset names loads here, in the API process: the same policy as a
-    # request naming a model (a hub name, or a folder under the model roots), else 400
-    manifest = manifest.model_copy(
-        update={"model": model_source(settings, manifest.model, "model")}
-    )
+    manifest = _prompt_manifest(settings, run)
     folder = _inside(settings, (run.exports or {})[label])
     hooks = list(run.config.get("hook") or [])
     try:

@@ -116,6 +116,34 @@ def test_prompt_search_on_minilm(client: TestClient, settings: Settings) -> None
     assert "limit of 512" in long.json()["detail"][0]["msg"]
 
 
+def test_opening_the_features_tab_loads_the_model_before_the_first_prompt(
+    client: TestClient, settings: Settings
+) -> None:
+    """The tab asks for the inspection first: the first prompt then answers in under 2 s
+    instead of paying the model load."""
+    import threading
+
+    from saestudio.api import prompt_search
+
+    run = inspected_run(settings)
+    prompt_search._MODELS.items.clear()  # a fresh API process: no model loaded yet
+    assert client.get(f"{API}/trainings/{run}/inspection").status_code == 200
+    for t in threading.enumerate():
+        if t.name == prompt_search.WARMUP_THREAD:
+            t.join(timeout=60)
+    # loaded before any prompt (in a fresh server the load is 3-6 s: transformers' BERT
+    # modules are imported then; in this process other tests imported them already)
+    assert len(prompt_search._MODELS.items) == 1
+    t0 = time.perf_counter()
+    first = client.post(
+        f"{API}/trainings/{run}/features/search",
+        json={"text": "The quick brown fox jumps over the lazy dog. " * 10},
+    )
+    elapsed = time.perf_counter() - t0
+    assert first.status_code == 200, first.text
+    assert elapsed < 2.0, f"the first prompt search took {elapsed:.2f} s"
+
+
 def test_prompt_search_without_the_model_is_a_4xx(client: TestClient, settings: Settings) -> None:
     run = inspected_run(settings)
     manifest = settings.data_dir / "activations" / "demo" / "manifest.json"

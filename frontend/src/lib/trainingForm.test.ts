@@ -83,7 +83,13 @@ describe("select options are the API's own enums", () => {
     const options = (path: string) => FIELDS.find((f) => f.path === path)?.options;
     expect(options("lr_schedule")).toEqual(["constant", "cosine", "linear", "onecycle"]);
     expect(options("optimizer")).toEqual(["adam", "adamw"]);
-    expect(options("sae.activation")).toEqual(["relu", "topk", "batchtopk", "jumprelu"]);
+    expect(options("sae.activation")).toEqual([
+      "relu",
+      "topk",
+      "batchtopk",
+      "matryoshka_batchtopk",
+      "jumprelu",
+    ]);
     expect(options("normalize_activations")?.[0]).toBe(""); // empty: the architecture's default
     expect(options("autocast")).toContain("bf16");
   });

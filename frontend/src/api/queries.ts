@@ -43,7 +43,7 @@ export const checkpointsQuery = (id: number) =>
     queryFn: () => call(api.GET("/api/v1/trainings/{training_id}/checkpoints", { params: { path: { training_id: id } } })),
   });
 
-export const metricsQuery = (id: number, kind: "train" | "eval") =>
+export const metricsQuery = (id: number, kind: "train" | "eval" | "downstream") =>
   queryOptions({
     queryKey: keys.metrics(id, kind),
     queryFn: () =>

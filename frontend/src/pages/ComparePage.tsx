@@ -4,6 +4,7 @@ import { useSearchParams } from "react-router-dom";
 import { CartesianGrid, Legend, ResponsiveContainer, Scatter, ScatterChart, Tooltip, XAxis, YAxis, ZAxis } from "recharts";
 import type { Metric, Training } from "../api/client";
 import { metricsQuery, trainingsQuery } from "../api/queries";
+import { EvaluationCompareTable } from "../components/EvaluationCompareTable";
 import { MetricChart } from "../components/MetricChart";
 import { ErrorBanner, Panel, StatusBadge } from "../components/ui";
 import { formatMetric, niceCeil } from "../lib/format";
@@ -119,6 +120,7 @@ export function ComparePage() {
               <p className="text-sm text-slate-400">Pick runs to overlay their curves.</p>
             </Panel>
           )}
+          <EvaluationCompareTable ids={ids} runs={runs} />
           <figure aria-label="L0 versus FVU of finished SAEs" className="rounded-lg border border-slate-800 bg-slate-900/60 p-3">
             <figcaption className="mb-2 text-sm font-semibold text-slate-200">
               Sparsity vs fidelity <span className="font-normal text-slate-400">(held-out L0 and FVU of finished SAEs; lower-left is better)</span>

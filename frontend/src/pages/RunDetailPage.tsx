@@ -9,6 +9,7 @@ import { trainingQuery } from "../api/queries";
 import { ACTION_ICONS } from "../components/actionIcons";
 import { FeaturesTab } from "../components/features/FeaturesTab";
 import { CheckpointsPanel } from "../components/run/CheckpointsPanel";
+import { EvaluationPanel } from "../components/run/EvaluationPanel";
 import { HyperparameterTable } from "../components/run/HyperparameterTable";
 import { RunCharts, series } from "../components/run/RunCharts";
 import { Button, ConfirmDialog, ErrorBanner, Panel, ProgressBar, Stat, StatusBadge } from "../components/ui";
@@ -59,6 +60,7 @@ function TrainingTab({ run, rows, sae }: RunView) {
         </div>
       </Panel>
       <RunCharts rows={rows} sae={sae} train={train} latest={latest} />
+      <EvaluationPanel rows={rows} sae={sae} />
       <CheckpointsPanel run={run} />
       <HyperparameterTable run={run} sae={sae} />
     </div>

@@ -76,6 +76,7 @@ def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]
     rows = client.get(f"/api/v1/trainings/{tid}/metrics", params={"kind": "train"}).json()
     steps = [row["step"] for row in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 80 and len(steps) == 8
+    _assert_evaluation_served(client, settings, tid, run["out_dir"], 80)
     ckpts = client.get(f"/api/v1/trainings/{tid}/checkpoints").json()
     # retention kept the best and the last; the rows of pruned folders are gone too
     on_disk = {p.name for p in (settings.data_dir / run["out_dir"] / "checkpoints").glob("step_*")}
@@ -99,6 +100,35 @@ def test_posted_training_completes_on_a_worker(live: tuple[TestClient, Settings]
     assert used["sae.d_in"] == {"value": 16, "source": "derived"}
     assert used["lr"]["source"] == "derived" and used["lr"]["value"] > 0  # TopK: by d_sae
     assert used["adam_beta2"]["source"] == "default"
+
+
+CORE_METRICS = (
+    "explained_variance", "fvu", "mse", "mse_per_element", "cossim", "l2_ratio",
+    "relative_reconstruction_bias", "l0", "l1", "dead_latents", "dense_latents_1pct",
+    "dense_latents_10pct", "enc_dec_cosine_mean", "enc_dec_cosine_min",
+    "dec_dec_max_cosine", "dec_dec_max_cosine_mean",
+)  # fmt: skip
+"""saestudio.training.evaluation's held-out metrics of an SAE (README table), logged
+``eval_*``; the run page's Evaluation panel and Compare's table read them from here."""
+
+
+def _assert_evaluation_served(
+    client: TestClient, settings: Settings, tid: int, out_dir: str, step: int
+) -> None:
+    """The final evaluation the worker's trainer wrote to metrics.jsonl comes back from
+    the metrics API (kind ``eval``) with every core metric, value for value."""
+    lines = (settings.data_dir / out_dir / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(x) for x in lines]
+    final = [x for x in logged if x["step"] == step and "eval_fvu" in x][-1]
+    rows = client.get(f"/api/v1/trainings/{tid}/metrics", params={"kind": "eval"}).json()
+    served = [r for r in rows if r["step"] == step]
+    assert len(served) == 1 and served[0]["kind"] == "eval", rows
+    got = served[0]["metrics"]
+    for name in CORE_METRICS:
+        assert got[f"eval_{name}"] == pytest.approx(final[f"eval_{name}"]), name
+    assert got["eval_explained_variance"] == pytest.approx(1 - got["eval_fvu"])
+    assert 0 < got["eval_l0"] <= 4  # TopK k = 4
+    assert 0 <= got["eval_dead_latents"] <= 64
 
 
 def test_two_workers_share_the_queue(live: tuple[TestClient, Settings]) -> None:

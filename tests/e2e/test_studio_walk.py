@@ -195,6 +195,14 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
     names = zipfile.ZipFile(dl.value.path()).namelist()
     assert any(n.endswith("cfg.json") for n in names)
     assert any(n.endswith("sae_weights.safetensors") for n in names)
+    # the Evaluation panel: the latest held-out evaluation, every core metric by name
+    evaluation = page.get_by_role("table", name="Held-out evaluation")
+    for label in ("Explained variance", "Cosine similarity", "Relative reconstruction bias"):
+        expect(evaluation.get_by_role("row").filter(has_text=label)).to_have_count(1)
+    evaluation.scroll_into_view_if_needed()
+    page.locator("section").filter(has=evaluation).screenshot(
+        path=str(SHOTS / "run-evaluation-1280.png")
+    )
 
     # ---- checkpoint actions: export one, delete one; the best one asks first ---------------
     ckpts = api(studio, f"/trainings/{form_id}/checkpoints")
@@ -248,6 +256,13 @@ def test_a_new_user_walks_the_studio(studio: str, browser: Any) -> None:
         .count()
         == 2
     )
+    # the selected runs' evaluations side by side, a column each
+    table = page.get_by_role("table", name="Evaluation of the selected runs")
+    expect(table.get_by_test_id("eval-compare-run")).to_have_count(2)
+    expect(table.get_by_test_id("eval-compare-run").first).to_contain_text("topk")
+    ev_row = table.get_by_role("row").filter(has_text="Explained variance")
+    expect(ev_row.get_by_role("cell")).to_have_count(3)  # the label and one value a run
+    assert all(re.match(r"^-?\d", c) for c in ev_row.get_by_role("cell").all_inner_texts()[1:])
     shoot(page, "compare")
 
     # ---- delete the cancelled retry from the runs page ----------------------------------------

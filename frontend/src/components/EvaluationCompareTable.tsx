@@ -1,8 +1,8 @@
 import { useQueries } from "@tanstack/react-query";
 import type { Training } from "../api/client";
 import { metricsQuery } from "../api/queries";
-import { latestEvaluations, shownMetrics, type Evaluation } from "../lib/evaluation";
-import { formatCount, formatMetric } from "../lib/format";
+import { formatEval, latestEvaluations, shownMetrics, type Evaluation } from "../lib/evaluation";
+import { formatCount } from "../lib/format";
 import { Panel } from "./ui";
 
 interface Column extends Evaluation {
@@ -51,7 +51,7 @@ export function EvaluationCompareTable({ ids, runs }: { ids: number[]; runs: Tra
                   </td>
                   {columns.map((c) => (
                     <td key={`${c.id}|${c.sae}`} className="py-1 pr-4 font-mono text-slate-200">
-                      {formatMetric(c.metrics[m.key])}
+                      {formatEval(m, c.metrics[m.key])}
                     </td>
                   ))}
                 </tr>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { EVAL_METRICS, latestEvaluations, shownMetrics } from "./evaluation";
+import { EVAL_METRICS, formatEval, latestEvaluations, shownMetrics } from "./evaluation";
 
 describe("latestEvaluations", () => {
   it("keeps each SAE's last eval line and folds its downstream line in", () => {
@@ -23,5 +23,8 @@ describe("latestEvaluations", () => {
     const keys = EVAL_METRICS.map((m) => m.key);
     expect(new Set(keys).size).toBe(keys.length);
     expect(EVAL_METRICS.find((m) => m.key === "eval_explained_variance")?.label).toBe("Explained variance");
+    const dead = EVAL_METRICS.find((m) => m.key === "eval_dead_latents")!;
+    expect(formatEval(dead, 1234)).toBe("1,234"); // a count, not "1234.0"
+    expect(formatEval(EVAL_METRICS[0]!, 0.86371)).toBe("0.8637");
   });
 });

@@ -1,5 +1,6 @@
 // The held-out evaluation metrics (saestudio.training.evaluation; README "Held-out
 // evaluation"), as the run page's Evaluation panel and Compare's table show them.
+import { formatCount, formatMetric } from "./format";
 
 /** One stored metric line (the API's Metric and the stream's MetricRow both fit). */
 export interface EvalLine {
@@ -10,7 +11,7 @@ export interface EvalLine {
 }
 
 /** Every metric, in the README's order, keyed as the trainer logs it. */
-export const EVAL_METRICS: { key: string; label: string; hint: string }[] = [
+export const EVAL_METRICS: { key: string; label: string; hint: string; count?: boolean }[] = [
   { key: "eval_explained_variance", label: "Explained variance", hint: "1 − Σ‖x − x̂‖² / Σ‖x − x̄‖² (higher is better)" },
   { key: "eval_fvu", label: "FVU", hint: "fraction of variance unexplained = 1 − explained variance" },
   { key: "eval_mse", label: "MSE", hint: "mean over rows of Σ_d (x − x̂)²" },
@@ -20,9 +21,9 @@ export const EVAL_METRICS: { key: string; label: string; hint: string }[] = [
   { key: "eval_relative_reconstruction_bias", label: "Relative reconstruction bias", hint: "γ = E‖x̂‖² / E[x̂·x] (Gated SAE paper, eq. 10)" },
   { key: "eval_l0", label: "L0", hint: "mean number of non-zero latents per row" },
   { key: "eval_l1", label: "L1", hint: "mean over rows of Σ_i |z_i|" },
-  { key: "eval_dead_latents", label: "Dead latents", hint: "latents firing on none of the held-out rows" },
-  { key: "eval_dense_latents_1pct", label: "Dense latents (>1 %)", hint: "latents firing on more than 1 % of the rows" },
-  { key: "eval_dense_latents_10pct", label: "Dense latents (>10 %)", hint: "latents firing on more than 10 % of the rows" },
+  { key: "eval_dead_latents", label: "Dead latents", hint: "latents firing on none of the held-out rows", count: true },
+  { key: "eval_dense_latents_1pct", label: "Dense latents (>1\u00a0%)", hint: "latents firing on more than 1 % of the rows", count: true },
+  { key: "eval_dense_latents_10pct", label: "Dense latents (>10\u00a0%)", hint: "latents firing on more than 10 % of the rows", count: true },
   { key: "eval_enc_dec_cosine_mean", label: "Encoder–decoder cosine (mean)", hint: "cosine of W_enc[:, i] and W_dec[i], mean over latents" },
   { key: "eval_enc_dec_cosine_min", label: "Encoder–decoder cosine (min)", hint: "the smallest such cosine" },
   { key: "eval_dec_dec_max_cosine", label: "Max decoder–decoder cosine", hint: "largest |cosine| between two decoder rows (duplicates → 1)" },
@@ -60,6 +61,11 @@ export function latestEvaluations(lines: readonly EvalLine[]): Evaluation[] {
  * encoder–decoder cosine; only causal runs have CE / KL). */
 export function shownMetrics(evals: readonly Evaluation[]) {
   return EVAL_METRICS.filter((m) => evals.some((e) => typeof e.metrics[m.key] === "number"));
+}
+
+/** A metric's value as the tables show it: latent counts as whole numbers (1,234). */
+export function formatEval(m: { count?: boolean }, v: number | undefined): string {
+  return m.count ? formatCount(v) : formatMetric(v);
 }
 
 function numbers(m: Record<string, unknown>): Record<string, number> {

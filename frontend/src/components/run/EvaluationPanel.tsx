@@ -1,7 +1,7 @@
 import { useMemo } from "react";
 import type { MetricRow } from "../../api/cache";
-import { latestEvaluations, shownMetrics } from "../../lib/evaluation";
-import { formatCount, formatMetric } from "../../lib/format";
+import { formatEval, latestEvaluations, shownMetrics } from "../../lib/evaluation";
+import { formatCount } from "../../lib/format";
 import { Panel } from "../ui";
 
 /** The latest held-out evaluation of each SAE of the run (one column per SAE; `sae`
@@ -16,7 +16,7 @@ export function EvaluationPanel({ rows, sae }: { rows: MetricRow[]; sae: string 
         <p className="text-sm text-slate-400">No evaluation yet: the first comes at the first eval step.</p>
       ) : (
         <div className="overflow-x-auto">
-          <table className="w-full text-left text-sm" aria-label="Held-out evaluation">
+          <table className="w-full max-w-3xl text-left text-sm" aria-label="Held-out evaluation">
             <thead className="text-xs text-slate-500">
               <tr>
                 <th className="py-1 pr-4 font-medium">Metric</th>
@@ -35,7 +35,7 @@ export function EvaluationPanel({ rows, sae }: { rows: MetricRow[]; sae: string 
                   </td>
                   {evals.map((e) => (
                     <td key={e.sae} className="py-1 pr-4 font-mono text-slate-200">
-                      {formatMetric(e.metrics[m.key])}
+                      {formatEval(m, e.metrics[m.key])}
                     </td>
                   ))}
                 </tr>

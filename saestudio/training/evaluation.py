@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from saestudio.sae.base import SparseAutoencoder
+from saestudio.sae.sparse_ops import fire_counts
 
 DENSE_THRESHOLDS = {"dense_latents_1pct": 0.01, "dense_latents_10pct": 0.10}
 
@@ -71,11 +72,16 @@ class MetricAccumulator:
         self.l2_ratio += float((nh / nx.clamp_min(1e-12)).sum())
         self.hat_sq += float(nh.pow(2).sum())
         self.hat_dot += float(dot.sum())
-        z = z.to_dense() if z.is_sparse else z
-        on = (z != 0).double()
-        self.l0 += float(on.sum())
-        self.l1 += float(z.double().abs().sum())
-        self.fired += on.sum(0).cpu()
+        # the latents without a [rows, d_sae] float64 copy (1 GB at 4,096 rows × 32k latents):
+        # a sparse z by its values, a dense one ~16 MB of temporaries at a time
+        d_sae = self.fired.numel()
+        parts = [z] if z.is_sparse else z.split(max(1, (1 << 22) // max(d_sae, 1)))
+        for part in parts:
+            counts = fire_counts(part, d_sae)  # [d_sae]
+            self.fired += counts.cpu().double()
+            self.l0 += float(counts.sum())
+            values = part._values() if part.is_sparse else part
+            self.l1 += float(values.abs().sum(dtype=torch.float64))
         self.rows += x.shape[0]
 
     def result(self) -> dict[str, float]:

@@ -113,6 +113,8 @@ class SAERun:
         mode = self.hp.normalize_activations
 
         def scale(sample: torch.Tensor) -> float:
+            if mode not in ("expected_average_only_in", "unit_mean_squared_norm"):
+                return 1.0  # no copies of the sample for the modes without a scale
             sample = sample.float()
             centred = sample - _finite_rows(sample).mean(0)
             if mode == "expected_average_only_in":  # E‖x − x̄‖ = √d (SAELens, Anthropic)
@@ -136,10 +138,12 @@ class SAERun:
             # the biases: the loss would be inf from step 1, not where the row is trained on
             ok = torch.isfinite(x.pow(2).sum(1)) & torch.isfinite(y.pow(2).sum(1))
             if bool(ok.any()):
-                self.sae.init_biases_from_mean(x[ok].mean(0), y[ok].mean(0))
+                rows_ok = ok.nonzero().squeeze(1)  # [n_ok]: index once, no masked copies
+                self.sae.init_biases_from_mean(x[rows_ok].mean(0), y[rows_ok].mean(0))
                 # a [rows, d_sae] forward: a spread-out subsample keeps it small
-                pick = torch.linspace(0, int(ok.sum()) - 1, min(int(ok.sum()), 2048)).long()
-                self.sae.init_encoder_scale(x[ok][pick], y[ok][pick])
+                n = len(rows_ok)
+                pick = rows_ok[torch.linspace(0, n - 1, min(n, 2048)).long()]
+                self.sae.init_encoder_scale(x[pick], y[pick])
 
     def prepare(self, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This SAE's input (and target) from a batch, normalised, on the device."""

@@ -129,5 +129,7 @@ def test_peak_memory_does_not_grow_with_dataset_size(tmp_path: Path) -> None:
     # 64 MB of slack for allocator noise (seen: +43 MB once in CI); a read that kept the
     # data would add a good part of the 352 MB the large dataset has more
     assert grow_large < grow_small + 64, f"peak grew {grow_small} MB → {grow_large} MB"
-    # and stays well below the data (the rest is torch, the SAE, Adam and the allocator)
-    assert grow_large < 300, f"training a 384 MB dataset grew RSS by {grow_large} MB"
+    # and stays well below the data (the rest is torch, the SAE, Adam and the allocator:
+    # 229-246 MB before issue 13's data-mean centring and evaluation metrics, 255-298 MB
+    # after; a read that held the data would pass 384)
+    assert grow_large < 340, f"training a 384 MB dataset grew RSS by {grow_large} MB"

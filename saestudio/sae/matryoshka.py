@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from saestudio.sae import sparse_ops
-from saestudio.sae.base import ForwardOutput, LossOutput, LossSettings, mse_sum
+from saestudio.sae.base import LossOutput, LossSettings, mse_sum
 from saestudio.sae.batchtopk import BatchTopKSAE
 from saestudio.sae.config import SAEConfig, default_matryoshka_widths
 from saestudio.sae.sparse_ops import Active, ColumnPlan
+from saestudio.sae.topk import auxk_term, sparse_output
 
 
 class MatryoshkaBatchTopKSAE(BatchTopKSAE):
@@ -185,23 +186,13 @@ class MatryoshkaBatchTopKSAE(BatchTopKSAE):
                 recon = sparse_ops.coo_decode(active, plan, a_pre.relu(), self.W_dec)
                 residual = (target - rec).detach()
                 if dead is None:  # BatchTopK's AuxK
-                    err = (recon.to(residual.dtype) - residual).pow(2).sum(dim=-1).mean()
-                    mean = settings.batch_mean or (lambda t: t.mean(0))
-                    var = mean((residual - mean(residual)).pow(2).sum(dim=-1)).clamp_min(1e-12)
-                    term = torch.nan_to_num(err / var, nan=0.0)
-                    if x.device.type != "cpu":
-                        assert settings.dead_mask is not None
-                        term = term * settings.dead_mask.any().to(term.dtype)
+                    term = auxk_term(recon, residual, settings)
                 else:
                     term = self._aux_term(recon, residual, dead[1], settings)
                 auxk = auxk + term
             loss = loss + settings.aux_coefficient * auxk
             terms["auxk"] = auxk
-        z = sparse_ops.to_sparse_latents(main, values, self.d_sae)
-        pre_acts = torch.sparse_coo_tensor(
-            z._indices(), main_pre.detach(), z.shape, check_invariants=False
-        )
-        return LossOutput(loss, terms, ForwardOutput(x_hat, z, pre_acts))
+        return LossOutput(loss, terms, sparse_output(x_hat, main, values, main_pre, self.d_sae))
 
     def _level_aux_selection(
         self, pre: Tensor, settings: LossSettings

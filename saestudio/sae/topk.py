@@ -166,20 +166,10 @@ class TopKSAE(SparseAutoencoder):
                 )
                 residual = (target - x_hat).detach()
                 recon = sparse_ops.coo_decode(aux[0], aux_plan, aux_pre.relu(), self.W_dec)
-                err = (recon.to(residual.dtype) - residual).pow(2).sum(dim=-1).mean()
-                mean = settings.batch_mean or (lambda t: t.mean(0))  # global batch (torchrun)
-                var = mean((residual - mean(residual)).pow(2).sum(dim=-1)).clamp_min(1e-12)
-                auxk = torch.nan_to_num(err / var, nan=0.0)
-                if x.device.type != "cpu":  # masked selection: zero when nothing is dead
-                    assert settings.dead_mask is not None
-                    auxk = auxk * settings.dead_mask.any().to(auxk.dtype)
+                auxk = auxk_term(recon, residual, settings)
             loss = loss + settings.aux_coefficient * auxk
             terms["auxk"] = auxk
-        z = sparse_ops.to_sparse_latents(main, values, self.d_sae)
-        pre_acts = torch.sparse_coo_tensor(
-            z._indices(), main_pre.detach(), z.shape, check_invariants=False
-        )
-        return LossOutput(loss, terms, ForwardOutput(x_hat, z, pre_acts))
+        return LossOutput(loss, terms, sparse_output(x_hat, main, values, main_pre, self.d_sae))
 
     def aux_terms(
         self, x: Tensor, target: Tensor, out: ForwardOutput, settings: LossSettings
@@ -187,3 +177,30 @@ class TopKSAE(SparseAutoencoder):
         if settings.dead_mask is None or settings.aux_k <= 0 or settings.aux_coefficient <= 0:
             return {}
         return {"auxk": (auxk_loss(self, target, out, settings), settings.aux_coefficient)}
+
+
+def auxk_term(recon: Tensor, residual: Tensor, settings: LossSettings) -> Tensor:
+    """AuxK's normalised error ‖ê − e‖² / Var(e) of the dead latents' reconstruction ê of
+    the residual e (Gao et al., §A.2), over the global batch under torchrun. On an
+    accelerator the dead-latent selection is masked (no host sync), so the term is zeroed
+    when nothing is dead."""
+    err = (recon.to(residual.dtype) - residual).pow(2).sum(dim=-1).mean()
+    mean = settings.batch_mean or (lambda t: t.mean(0))  # global batch (torchrun)
+    var = mean((residual - mean(residual)).pow(2).sum(dim=-1)).clamp_min(1e-12)
+    term = torch.nan_to_num(err / var, nan=0.0)
+    if residual.device.type != "cpu":
+        assert settings.dead_mask is not None
+        term = term * settings.dead_mask.any().to(term.dtype)
+    return term
+
+
+def sparse_output(
+    x_hat: Tensor, main: Active, values: Tensor, main_pre: Tensor, d_sae: int
+) -> ForwardOutput:
+    """The sparse training path's ForwardOutput: z and pre_acts as ``[batch, d_sae]``
+    COO tensors over the kept entries."""
+    z = sparse_ops.to_sparse_latents(main, values, d_sae)
+    pre_acts = torch.sparse_coo_tensor(
+        z._indices(), main_pre.detach(), z.shape, check_invariants=False
+    )
+    return ForwardOutput(x_hat, z, pre_acts)
